@@ -1,0 +1,719 @@
+//! Real TFHE execution through `tfhe`'s `core_crypto` layer.
+//!
+//! Keys are split by role, as a type-level fact:
+//! - [`ClientKey`] holds the secret keys: it generates the evaluation keys,
+//!   encrypts inputs and decrypts outputs. It never leaves the client; its
+//!   serialization is explicit ([`ClientKey::to_bytes`]) and of its own kind.
+//! - [`EvaluationKeys`] hold only public material (keyswitching and bootstrap
+//!   keys): everything a server needs to run a program, nothing that decrypts.
+//!
+//! Every value is one LWE ciphertext with its message at
+//! `Δ = 2^(64 − message_bits)`. Linear ops with clear integer weights are
+//! leveled (wrapping `u64` arithmetic on the ciphertext, which is exact for
+//! signed weights modulo 2^64). A table lookup shifts its input to start at 0,
+//! keyswitches to the small key, applies a centered modulus switch and blind
+//! rotation over an accumulator that holds the table, and extracts the result
+//! under the input key.
+//!
+//! ```no_run
+//! use cml_runtime::backend::tfhe::ClientKey;
+//! use cml_runtime::params::{choose, Needs, PFail};
+//! use cml_runtime::program::{Interval, Op, Program};
+//!
+//! let mut p = Program::new(vec![Interval::new(0, 255); 2]);
+//! let y = p.push(Op::Linear { terms: vec![(0, 3), (1, -2)], constant: 7 });
+//! p.outputs = vec![y];
+//! let a = p.analyze().unwrap();
+//! let params = choose(&Needs::of(&p, &a), PFail::default()).unwrap();
+//! let client = ClientKey::generate(&params);
+//! let server = client.evaluation_keys();
+//! let ct = client.encrypt(&[10, 20]).unwrap();
+//! let out = server.run(&p, &ct).unwrap();
+//! let ranges: Vec<_> = p.outputs.iter().map(|&o| a.values[o].range).collect();
+//! assert_eq!(client.decrypt(&out, &ranges).unwrap(), vec![3 * 10 - 2 * 20 + 7]);
+//! ```
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tfhe::core_crypto::fft_impl::fft64::math::fft::Fft;
+use tfhe::core_crypto::prelude::*;
+
+use crate::error::{FheError, ProgramError};
+use crate::params::{FheParams, Needs};
+use crate::program::{Interval, Op, Program, Table};
+
+/// Default size limit when reading serialized objects (4 GiB).
+pub const DEFAULT_SIZE_LIMIT: u64 = 4 << 30;
+
+/// Header of every serialized object.
+const MAGIC: &[u8; 4] = b"CML\x01";
+
+/// Version of the serialized layout.
+const FORMAT_VERSION: u16 = 1;
+
+fn gaussian(std: f64) -> DynamicDistribution<u64> {
+    DynamicDistribution::new_gaussian_from_std_dev(StandardDev(std))
+}
+
+fn native() -> CiphertextModulus<u64> {
+    CiphertextModulus::new_native()
+}
+
+/// The secret side of a keypair.
+#[derive(Clone, Serialize, Deserialize)]
+struct SecretKeys {
+    input: LweSecretKeyOwned<u64>,
+    pbs: Option<PbsSecret>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct PbsSecret {
+    small: LweSecretKeyOwned<u64>,
+    glwe: GlweSecretKeyOwned<u64>,
+}
+
+/// The client's secret key: generates evaluation keys, encrypts, decrypts.
+#[derive(Clone)]
+pub struct ClientKey {
+    params: FheParams,
+    keys: SecretKeys,
+}
+
+impl std::fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientKey")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Seeded (compressed) evaluation keys: the form a client uploads.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CompressedEvaluationKeys {
+    params: FheParams,
+    ksk: Option<SeededLweKeyswitchKeyOwned<u64>>,
+    bsk: Option<SeededLweBootstrapKeyOwned<u64>>,
+}
+
+/// The server's evaluation keys: public material only.
+pub struct EvaluationKeys {
+    params: FheParams,
+    ksk: Option<LweKeyswitchKeyOwned<u64>>,
+    bsk: Option<FourierLweBootstrapKeyOwned>,
+}
+
+impl std::fmt::Debug for EvaluationKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvaluationKeys")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Encrypted program inputs in seeded form (one body per value plus a seed).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct EncryptedInput {
+    params: FheParams,
+    cts: SeededLweCiphertextListOwned<u64>,
+}
+
+/// Encrypted program outputs.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct EncryptedOutput {
+    params: FheParams,
+    cts: LweCiphertextListOwned<u64>,
+}
+
+impl ClientKey {
+    /// Generates fresh secret keys for `params`.
+    pub fn generate(params: &FheParams) -> Self {
+        let mut seeder = new_seeder();
+        let mut secret = SecretRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed());
+        let keys = match params.pbs {
+            None => SecretKeys {
+                input: LweSecretKey::generate_new_binary(
+                    LweDimension(params.input_lwe_dimension),
+                    &mut secret,
+                ),
+                pbs: None,
+            },
+            Some(p) => {
+                let glwe = GlweSecretKey::generate_new_binary(
+                    GlweDimension(p.glwe_dimension),
+                    PolynomialSize(p.polynomial_size),
+                    &mut secret,
+                );
+                let small =
+                    LweSecretKey::generate_new_binary(LweDimension(p.lwe_dimension), &mut secret);
+                SecretKeys {
+                    input: glwe.clone().into_lwe_secret_key(),
+                    pbs: Some(PbsSecret { small, glwe }),
+                }
+            }
+        };
+        Self {
+            params: *params,
+            keys,
+        }
+    }
+
+    /// The parameters this key was generated for.
+    pub fn params(&self) -> &FheParams {
+        &self.params
+    }
+
+    /// Generates the seeded evaluation keys (the upload form).
+    pub fn compressed_evaluation_keys(&self) -> CompressedEvaluationKeys {
+        let mut seeder = new_seeder();
+        let (ksk, bsk) = match (&self.keys.pbs, self.params.pbs) {
+            (Some(secret), Some(p)) => {
+                let small_std = self.params.small_noise_std().unwrap_or(0.0);
+                let ksk = allocate_and_generate_new_seeded_lwe_keyswitch_key(
+                    &self.keys.input,
+                    &secret.small,
+                    DecompositionBaseLog(p.ks_base_log as usize),
+                    DecompositionLevelCount(p.ks_level as usize),
+                    gaussian(small_std),
+                    native(),
+                    seeder.as_mut(),
+                );
+                let bsk = par_allocate_and_generate_new_seeded_lwe_bootstrap_key(
+                    &secret.small,
+                    &secret.glwe,
+                    DecompositionBaseLog(p.pbs_base_log as usize),
+                    DecompositionLevelCount(p.pbs_level as usize),
+                    gaussian(self.params.input_noise_std()),
+                    native(),
+                    seeder.as_mut(),
+                );
+                (Some(ksk), Some(bsk))
+            }
+            _ => (None, None),
+        };
+        CompressedEvaluationKeys {
+            params: self.params,
+            ksk,
+            bsk,
+        }
+    }
+
+    /// Generates the evaluation keys, ready to run.
+    pub fn evaluation_keys(&self) -> EvaluationKeys {
+        self.compressed_evaluation_keys().decompress()
+    }
+
+    /// Encrypts integer program inputs. Each must fit the message space.
+    pub fn encrypt(&self, values: &[i64]) -> Result<EncryptedInput, FheError> {
+        let limit = 1i128 << (self.params.message_bits - 1);
+        if let Some(v) = values
+            .iter()
+            .find(|&&v| (v as i128) >= 2 * limit || (v as i128) < -limit)
+        {
+            return Err(FheError::Mismatch(format!(
+                "input {v} does not fit the {}-bit message space",
+                self.params.message_bits
+            )));
+        }
+        let delta_log = self.params.log2_delta();
+        let plaintexts = PlaintextList::from_container(
+            values
+                .iter()
+                .map(|&v| (v as u64).wrapping_shl(delta_log))
+                .collect::<Vec<u64>>(),
+        );
+        let mut seeder = new_seeder();
+        let mut cts = SeededLweCiphertextList::new(
+            0u64,
+            self.keys.input.lwe_dimension().to_lwe_size(),
+            LweCiphertextCount(values.len()),
+            seeder.seed().into(),
+            native(),
+        );
+        encrypt_seeded_lwe_ciphertext_list(
+            &self.keys.input,
+            &mut cts,
+            &plaintexts,
+            gaussian(self.params.input_noise_std()),
+            seeder.as_mut(),
+        );
+        Ok(EncryptedInput {
+            params: self.params,
+            cts,
+        })
+    }
+
+    /// Decrypts program outputs; `ranges` are the outputs' proven ranges
+    /// (from the program's analysis), used to lift each value out of the
+    /// modular message space.
+    pub fn decrypt(
+        &self,
+        out: &EncryptedOutput,
+        ranges: &[Interval],
+    ) -> Result<Vec<i64>, FheError> {
+        if out.params != self.params {
+            return Err(FheError::Mismatch(
+                "outputs were computed under other parameters than this key's".into(),
+            ));
+        }
+        if out.cts.lwe_ciphertext_count().0 != ranges.len() {
+            return Err(FheError::Mismatch(format!(
+                "{} encrypted outputs for {} output ranges",
+                out.cts.lwe_ciphertext_count().0,
+                ranges.len()
+            )));
+        }
+        let delta_log = self.params.log2_delta();
+        let mask = if self.params.message_bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.params.message_bits) - 1
+        };
+        Ok(out
+            .cts
+            .iter()
+            .zip(ranges)
+            .map(|(ct, range)| {
+                let pt = decrypt_lwe_ciphertext(&self.keys.input, &ct).0;
+                let m = pt.wrapping_add(1u64 << (delta_log - 1)) >> delta_log;
+                let lo = range.lo as u64;
+                (m.wrapping_sub(lo) & mask).wrapping_add(lo) as i64
+            })
+            .collect())
+    }
+
+    /// Serializes the secret key (keep it on the client).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
+        to_bytes("client key", &self.params, &self.keys)
+    }
+
+    /// Reads a secret key written by [`ClientKey::to_bytes`].
+    pub fn from_bytes(bytes: &[u8], limit: u64) -> Result<Self, FheError> {
+        let (params, keys): (FheParams, SecretKeys) = from_bytes("client key", bytes, limit)?;
+        let p = params;
+        let ok = keys.input.lwe_dimension().0 == p.input_lwe_dimension
+            && match (&keys.pbs, p.pbs) {
+                (None, None) => true,
+                (Some(s), Some(pp)) => {
+                    s.small.lwe_dimension().0 == pp.lwe_dimension
+                        && s.glwe.glwe_dimension().0 == pp.glwe_dimension
+                        && s.glwe.polynomial_size().0 == pp.polynomial_size
+                }
+                _ => false,
+            };
+        if !ok {
+            return Err(conformance("client key"));
+        }
+        Ok(Self { params, keys })
+    }
+}
+
+impl CompressedEvaluationKeys {
+    /// The parameters these keys were generated for.
+    pub fn params(&self) -> &FheParams {
+        &self.params
+    }
+
+    /// Expands the seeds and converts the bootstrap key to the Fourier domain.
+    pub fn decompress(self) -> EvaluationKeys {
+        let ksk = self.ksk.map(|k| k.decompress_into_lwe_keyswitch_key());
+        let bsk = self.bsk.map(|b| {
+            let standard = b.par_decompress_into_lwe_bootstrap_key();
+            let mut fourier = FourierLweBootstrapKey::new(
+                standard.input_lwe_dimension(),
+                standard.glwe_size(),
+                standard.polynomial_size(),
+                standard.decomposition_base_log(),
+                standard.decomposition_level_count(),
+            );
+            par_convert_standard_lwe_bootstrap_key_to_fourier(&standard, &mut fourier);
+            fourier
+        });
+        EvaluationKeys {
+            params: self.params,
+            ksk,
+            bsk,
+        }
+    }
+
+    /// Serializes the keys.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
+        to_bytes("evaluation keys", &self.params, &(&self.ksk, &self.bsk))
+    }
+
+    /// Reads keys written by [`CompressedEvaluationKeys::to_bytes`], checking
+    /// that they conform to `expected` parameters.
+    pub fn from_bytes(bytes: &[u8], limit: u64, expected: &FheParams) -> Result<Self, FheError> {
+        type Parts = (
+            Option<SeededLweKeyswitchKeyOwned<u64>>,
+            Option<SeededLweBootstrapKeyOwned<u64>>,
+        );
+        let (params, (ksk, bsk)): (FheParams, Parts) = from_bytes("evaluation keys", bytes, limit)?;
+        if params != *expected {
+            return Err(FheError::Mismatch(
+                "evaluation keys were generated for other parameters".into(),
+            ));
+        }
+        let ok = match (params.pbs, &ksk, &bsk) {
+            (None, None, None) => true,
+            (Some(p), Some(k), Some(b)) => {
+                k.input_key_lwe_dimension().0 == params.input_lwe_dimension
+                    && k.output_key_lwe_dimension().0 == p.lwe_dimension
+                    && k.decomposition_base_log().0 == p.ks_base_log as usize
+                    && k.decomposition_level_count().0 == p.ks_level as usize
+                    && k.ciphertext_modulus().is_native_modulus()
+                    && b.input_lwe_dimension().0 == p.lwe_dimension
+                    && b.glwe_size().0 == p.glwe_dimension + 1
+                    && b.polynomial_size().0 == p.polynomial_size
+                    && b.decomposition_base_log().0 == p.pbs_base_log as usize
+                    && b.decomposition_level_count().0 == p.pbs_level as usize
+                    && b.ciphertext_modulus().is_native_modulus()
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(conformance("evaluation keys"));
+        }
+        Ok(Self { params, ksk, bsk })
+    }
+}
+
+impl EncryptedInput {
+    /// Number of encrypted values.
+    pub fn len(&self) -> usize {
+        self.cts.lwe_ciphertext_count().0
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Serializes the ciphertexts (seeded form).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
+        to_bytes("encrypted input", &self.params, &self.cts)
+    }
+
+    /// Reads ciphertexts, checking they conform to `expected` parameters.
+    pub fn from_bytes(bytes: &[u8], limit: u64, expected: &FheParams) -> Result<Self, FheError> {
+        let (params, cts): (FheParams, SeededLweCiphertextListOwned<u64>) =
+            from_bytes("encrypted input", bytes, limit)?;
+        if params != *expected
+            || cts.lwe_size().to_lwe_dimension().0 != params.input_lwe_dimension
+            || !cts.ciphertext_modulus().is_native_modulus()
+        {
+            return Err(conformance("encrypted input"));
+        }
+        Ok(Self { params, cts })
+    }
+}
+
+impl EncryptedOutput {
+    /// Number of encrypted values.
+    pub fn len(&self) -> usize {
+        self.cts.lwe_ciphertext_count().0
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Serializes the ciphertexts.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
+        to_bytes("encrypted output", &self.params, &self.cts)
+    }
+
+    /// Reads ciphertexts, checking they conform to `expected` parameters.
+    pub fn from_bytes(bytes: &[u8], limit: u64, expected: &FheParams) -> Result<Self, FheError> {
+        let (params, cts): (FheParams, LweCiphertextListOwned<u64>) =
+            from_bytes("encrypted output", bytes, limit)?;
+        if params != *expected
+            || cts.lwe_size().to_lwe_dimension().0 != params.input_lwe_dimension
+            || !cts.ciphertext_modulus().is_native_modulus()
+        {
+            return Err(conformance("encrypted output"));
+        }
+        Ok(Self { params, cts })
+    }
+}
+
+impl EvaluationKeys {
+    /// The parameters these keys were generated for.
+    pub fn params(&self) -> &FheParams {
+        &self.params
+    }
+
+    /// Checks that a program fits these keys' parameters.
+    pub fn check_program(&self, program: &Program) -> Result<(), FheError> {
+        let analysis = program
+            .analyze()
+            .map_err(|e| FheError::Mismatch(e.to_string()))?;
+        let needs = Needs::of(program, &analysis);
+        if needs.message_bits > self.params.message_bits {
+            return Err(FheError::Mismatch(format!(
+                "the program needs {} bits of message space, these keys give {}",
+                needs.message_bits, self.params.message_bits
+            )));
+        }
+        if needs.pbs_count > 0 && self.bsk.is_none() {
+            return Err(FheError::Mismatch(
+                "the program has table lookups but these keys have no bootstrap key".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs `program` on encrypted inputs. The server learns nothing of the
+    /// inputs or outputs: it holds no secret key.
+    pub fn run(
+        &self,
+        program: &Program,
+        input: &EncryptedInput,
+    ) -> Result<EncryptedOutput, FheError> {
+        if input.params != self.params {
+            return Err(FheError::Mismatch(
+                "inputs were encrypted under other parameters than these keys'".into(),
+            ));
+        }
+        if input.len() != program.inputs.len() {
+            return Err(FheError::Mismatch(
+                ProgramError::Arity {
+                    expected: program.inputs.len(),
+                    found: input.len(),
+                }
+                .to_string(),
+            ));
+        }
+        self.check_program(program)?;
+        let analysis = program
+            .analyze()
+            .map_err(|e| FheError::Mismatch(e.to_string()))?;
+        let size = self.params.input_lwe_dimension + 1;
+        let inputs = input.cts.clone().decompress_into_lwe_ciphertext_list();
+        let mut values: Vec<Vec<u64>> = inputs
+            .as_ref()
+            .chunks_exact(size)
+            .map(|c| c.to_vec())
+            .collect();
+        let delta_log = self.params.log2_delta();
+        let mut pbs = self.bsk.as_ref().map(|_| PbsContext::new(self));
+        for op in &program.ops {
+            let out = match op {
+                Op::Linear { terms, constant } => {
+                    let mut acc = vec![0u64; size];
+                    for &(v, w) in terms {
+                        let w = w as u64;
+                        for (a, x) in acc.iter_mut().zip(&values[v]) {
+                            *a = a.wrapping_add(w.wrapping_mul(*x));
+                        }
+                    }
+                    acc[size - 1] =
+                        acc[size - 1].wrapping_add((*constant as u64).wrapping_shl(delta_log));
+                    acc
+                }
+                Op::Lut { input, table } => {
+                    let ctx = pbs.as_mut().ok_or_else(|| {
+                        FheError::Mismatch("table lookup without a bootstrap key".into())
+                    })?;
+                    let range = analysis.values[*input].range;
+                    ctx.lookup(&values[*input], range, &program.tables[*table])
+                }
+            };
+            values.push(out);
+        }
+        let mut flat = Vec::with_capacity(program.outputs.len() * size);
+        for &o in &program.outputs {
+            flat.extend_from_slice(&values[o]);
+        }
+        Ok(EncryptedOutput {
+            params: self.params,
+            cts: LweCiphertextList::from_container(flat, LweSize(size), native()),
+        })
+    }
+}
+
+/// Scratch space and keys for table lookups.
+struct PbsContext<'a> {
+    keys: &'a EvaluationKeys,
+    fft: Fft,
+    buffers: ComputationBuffers,
+}
+
+impl<'a> PbsContext<'a> {
+    fn new(keys: &'a EvaluationKeys) -> Self {
+        let bsk = keys.bsk.as_ref().expect("checked by the caller");
+        let fft = Fft::new(bsk.polynomial_size());
+        let mut buffers = ComputationBuffers::new();
+        buffers.resize(
+            blind_rotate_assign_mem_optimized_requirement::<u64>(
+                bsk.glwe_size(),
+                bsk.polynomial_size(),
+                fft.as_view(),
+            )
+            .unaligned_bytes_required(),
+        );
+        Self { keys, fft, buffers }
+    }
+
+    /// One table lookup: shift, keyswitch, centered modulus switch, blind
+    /// rotation, sample extraction.
+    fn lookup(&mut self, ct: &[u64], range: Interval, table: &Table) -> Vec<u64> {
+        let params = &self.keys.params;
+        let ksk = self
+            .keys
+            .ksk
+            .as_ref()
+            .expect("present with a bootstrap key");
+        let bsk = self
+            .keys
+            .bsk
+            .as_ref()
+            .expect("present with a bootstrap key");
+        let delta_log = params.log2_delta();
+        let size = ct.len();
+
+        let mut shifted = ct.to_vec();
+        shifted[size - 1] =
+            shifted[size - 1].wrapping_sub((range.lo as u64).wrapping_shl(delta_log));
+        let input = LweCiphertext::from_container(shifted, native());
+        let mut small = LweCiphertext::new(0u64, ksk.output_lwe_size(), native());
+        keyswitch_lwe_ciphertext(ksk, &input, &mut small);
+
+        let mut acc = accumulator(bsk, params.message_bits, delta_log, range, table);
+        let log_modulus = bsk.polynomial_size().to_blind_rotation_input_modulus_log();
+        let switched =
+            lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(small, log_modulus);
+        blind_rotate_assign_mem_optimized(
+            &switched,
+            &mut acc,
+            bsk,
+            self.fft.as_view(),
+            self.buffers.stack(),
+        );
+        let mut out = LweCiphertext::new(0u64, LweSize(params.input_lwe_dimension + 1), native());
+        extract_lwe_sample_from_glwe_ciphertext(&acc, &mut out, MonomialDegree(0));
+        out.into_container()
+    }
+}
+
+/// The blind-rotation accumulator of a table: entry `table[lo + i]` for the
+/// message `i` in `[0, 2^(message_bits − 1))`, encoded at `Δ`.
+fn accumulator(
+    bsk: &FourierLweBootstrapKeyOwned,
+    message_bits: u32,
+    delta_log: u32,
+    range: Interval,
+    table: &Table,
+) -> GlweCiphertextOwned<u64> {
+    let n = bsk.polynomial_size().0;
+    let slots = 1usize << (message_bits - 1);
+    let box_size = n / slots;
+    let mut body = vec![0u64; n];
+    for i in 0..slots {
+        let v = table.get(range.lo + i as i64).unwrap_or(0);
+        let encoded = (v as u64).wrapping_shl(delta_log);
+        body[i * box_size..(i + 1) * box_size].fill(encoded);
+    }
+    // Negacyclic wrap: the first half box belongs to message 0 from below.
+    let half = box_size / 2;
+    for a in &mut body[..half] {
+        *a = a.wrapping_neg();
+    }
+    body.rotate_left(half);
+    let plaintexts = PlaintextList::from_container(body);
+    allocate_and_trivially_encrypt_new_glwe_ciphertext(bsk.glwe_size(), &plaintexts, native())
+}
+
+fn conformance(what: &'static str) -> FheError {
+    FheError::Deserialize {
+        what,
+        message: "does not conform to the expected parameters".into(),
+    }
+}
+
+#[derive(Serialize)]
+struct EnvelopeRef<'a, T> {
+    kind: &'a str,
+    version: u16,
+    params: &'a FheParams,
+    payload: &'a T,
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    kind: String,
+    version: u16,
+    params: FheParams,
+    payload: T,
+}
+
+fn bincode_options() -> impl bincode::Options {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .reject_trailing_bytes()
+}
+
+fn to_bytes<T: Serialize>(
+    kind: &'static str,
+    params: &FheParams,
+    payload: &T,
+) -> Result<Vec<u8>, FheError> {
+    use bincode::Options;
+    let mut out = MAGIC.to_vec();
+    bincode_options()
+        .serialize_into(
+            &mut out,
+            &EnvelopeRef {
+                kind,
+                version: FORMAT_VERSION,
+                params,
+                payload,
+            },
+        )
+        .map_err(|e| FheError::Serialize {
+            what: kind,
+            message: e.to_string(),
+        })?;
+    Ok(out)
+}
+
+fn from_bytes<T: DeserializeOwned>(
+    kind: &'static str,
+    bytes: &[u8],
+    limit: u64,
+) -> Result<(FheParams, T), FheError> {
+    use bincode::Options;
+    let err = |message: String| FheError::Deserialize {
+        what: kind,
+        message,
+    };
+    if bytes.len() as u64 > limit {
+        return Err(err(format!(
+            "{} bytes exceed the {limit}-byte limit",
+            bytes.len()
+        )));
+    }
+    let body = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or_else(|| err("not a cml object (bad header)".into()))?;
+    // `tfhe`'s entity constructors assert on inconsistent sizes; a hostile
+    // payload must be an error, not a panic.
+    let decoded = std::panic::catch_unwind(|| {
+        bincode_options()
+            .with_limit(limit)
+            .deserialize::<Envelope<T>>(body)
+    })
+    .map_err(|_| err("inconsistent sizes".into()))?
+    .map_err(|e| err(e.to_string()))?;
+    if decoded.kind != kind {
+        return Err(err(format!("found a {} instead", decoded.kind)));
+    }
+    if decoded.version != FORMAT_VERSION {
+        return Err(err(format!(
+            "format version {} is not supported (expected {FORMAT_VERSION})",
+            decoded.version
+        )));
+    }
+    Ok((decoded.params, decoded.payload))
+}

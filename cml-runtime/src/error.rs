@@ -1,0 +1,343 @@
+//! Typed errors. Each says what was wrong and where: the spec file, line,
+//! column and field; the expected and found shape of data; the limit an FHE
+//! program passed.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::spec::{FieldPath, Location, Task};
+
+/// Prints an optional location as `:line:col`.
+struct At<'a>(&'a Option<Location>);
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(loc) => write!(f, ":{loc}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A spec that cannot be read, parsed or accepted.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// The file could not be read.
+    #[error("{}: cannot read spec: {source}", file.display())]
+    Io {
+        /// The spec file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is larger than [`MAX_SPEC_BYTES`](crate::spec::MAX_SPEC_BYTES).
+    #[error("{}: spec is {bytes} bytes, more than the {limit}-byte limit", file.display())]
+    TooLarge {
+        /// The spec file.
+        file: PathBuf,
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// YAML that does not parse into the spec structure (unknown or missing
+    /// field, wrong type, bad syntax).
+    #[error("{}{}: field `{path}`: {message}", file.display(), At(location))]
+    Syntax {
+        /// The spec file.
+        file: PathBuf,
+        /// Where in it.
+        location: Option<Location>,
+        /// The field being read.
+        path: FieldPath,
+        /// The parser's message.
+        message: String,
+    },
+    /// A spec that parses but is not a valid model.
+    #[error("{}{}: field `{path}`: {problem}", file.display(), At(location))]
+    Invalid {
+        /// The spec file.
+        file: PathBuf,
+        /// Where in it.
+        location: Option<Location>,
+        /// The offending field.
+        path: FieldPath,
+        /// What is wrong with it.
+        problem: SpecProblem,
+    },
+}
+
+impl SpecError {
+    /// The field path the error points at, if any.
+    pub fn path(&self) -> Option<&FieldPath> {
+        match self {
+            Self::Syntax { path, .. } | Self::Invalid { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The source position the error points at, if known.
+    pub fn location(&self) -> Option<Location> {
+        match self {
+            Self::Syntax { location, .. } | Self::Invalid { location, .. } => *location,
+            _ => None,
+        }
+    }
+}
+
+/// What is wrong with a field of a spec that parsed.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
+pub enum SpecProblem {
+    /// Unsupported `format`.
+    #[error("unsupported format `{0}`, expected `cml/v1`")]
+    Format(String),
+    /// Bad model name.
+    #[error("name `{0}` must be non-empty lowercase letters, digits and `_`")]
+    Name(String),
+    /// Wrong number of elements.
+    #[error("expected {expected} elements, found {found}")]
+    Length {
+        /// Expected count.
+        expected: usize,
+        /// Found count.
+        found: usize,
+    },
+    /// NaN or infinite number.
+    #[error("number must be finite, found {0}")]
+    NotFinite(f64),
+    /// Zero or negative where a positive number is needed.
+    #[error("number must be positive, found {0}")]
+    NotPositive(f64),
+    /// Bits outside the accepted range.
+    #[error("{found} bits is out of range, expected {min} to {max}")]
+    Bits {
+        /// The value found.
+        found: u8,
+        /// Smallest accepted.
+        min: u8,
+        /// Largest accepted.
+        max: u8,
+    },
+    /// A calibration range with min above max.
+    #[error("range [{lo}, {hi}] has min above max")]
+    Range {
+        /// Min.
+        lo: f64,
+        /// Max.
+        hi: f64,
+    },
+    /// Empty list or name.
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+    /// Repeated name.
+    #[error("duplicate name `{0}`")]
+    Duplicate(String),
+    /// A required field is missing.
+    #[error("`{0}` is required here")]
+    Missing(&'static str),
+    /// A field that does not belong here.
+    #[error("`{0}` is not allowed here")]
+    Unexpected(&'static str),
+    /// Task does not match the estimator.
+    #[error("estimator {estimator} is a {expected:?} model")]
+    Task {
+        /// The estimator.
+        estimator: String,
+        /// Its task.
+        expected: Task,
+    },
+    /// Link not allowed for the estimator or class count.
+    #[error("link `{link}` is not valid for {estimator}")]
+    Link {
+        /// The link.
+        link: &'static str,
+        /// The estimator or class count it conflicts with.
+        estimator: String,
+    },
+}
+
+/// Data (CSV files, input rows) that does not fit the model.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DataError {
+    /// The file could not be read.
+    #[error("{}: cannot read data: {source}", file.display())]
+    Io {
+        /// The data file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Malformed CSV.
+    #[error("{}:{line}: {message}", file.display())]
+    Csv {
+        /// The data file.
+        file: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// What went wrong.
+        message: String,
+    },
+    /// A column the model needs is missing.
+    #[error("{}: missing column `{column}`", file.display())]
+    MissingColumn {
+        /// The data file.
+        file: PathBuf,
+        /// The column name.
+        column: String,
+    },
+    /// Wrong number of features in an input.
+    #[error("input has {found} features, the model expects {expected}")]
+    Shape {
+        /// The model's feature count.
+        expected: usize,
+        /// The input's.
+        found: usize,
+    },
+    /// A NaN or infinite feature value.
+    #[error("row {row}, feature {feature}: value {value} is not finite")]
+    NotFinite {
+        /// 0-based row.
+        row: usize,
+        /// 0-based feature.
+        feature: usize,
+        /// The value.
+        value: f64,
+    },
+    /// No data where some is needed (calibration, evaluation).
+    #[error("{0}")]
+    Empty(String),
+}
+
+/// An integer program that is malformed or cannot be run as asked.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ProgramError {
+    /// An op refers to a value defined later or not at all.
+    #[error("op {op} refers to value {value}, which is not defined before it")]
+    Dangling {
+        /// The op index.
+        op: usize,
+        /// The bad value id.
+        value: usize,
+    },
+    /// A bound overflows the 64-bit integers programs run on.
+    #[error("value {value} overflows 64-bit integers")]
+    Overflow {
+        /// The value id.
+        value: usize,
+    },
+    /// A table whose length does not cover its input's range.
+    #[error("table {table} has {found} entries, its input needs {expected}")]
+    TableSize {
+        /// The table id.
+        table: usize,
+        /// Entries the input range needs.
+        expected: usize,
+        /// Entries present.
+        found: usize,
+    },
+    /// A table input wider than any supported PBS.
+    #[error("table {table} reads a {bits}-bit input; at most {max} bits are supported")]
+    TableTooWide {
+        /// The table id.
+        table: usize,
+        /// The input's width.
+        bits: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// Input count does not match.
+    #[error("program takes {expected} inputs, got {found}")]
+    Arity {
+        /// Inputs expected.
+        expected: usize,
+        /// Inputs given.
+        found: usize,
+    },
+    /// An input value outside its declared range.
+    #[error("input {input} = {value} is outside its range [{lo}, {hi}]")]
+    InputRange {
+        /// Input index.
+        input: usize,
+        /// Value given.
+        value: i64,
+        /// Declared min.
+        lo: i64,
+        /// Declared max.
+        hi: i64,
+    },
+}
+
+/// FHE parameter choice, keys, ciphertexts and their serialization.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum FheError {
+    /// No parameter set meets the program's needs.
+    #[error(
+        "no 128-bit-secure parameters for {what}: it needs {bits} bits of message space with \
+         weight 2-norm {norm:.1} at p_fail 2^{log2_p_fail:.1}, and the best candidate reaches only \
+         2^{best_log2_p_fail:.1}; {hint}"
+    )]
+    NoParameters {
+        /// Which value or table is too demanding.
+        what: String,
+        /// Its message width in bits (padding included).
+        bits: u32,
+        /// The 2-norm of the weights feeding it.
+        norm: f64,
+        /// Target failure probability (log2).
+        log2_p_fail: f64,
+        /// Best failure probability any candidate reached (log2).
+        best_log2_p_fail: f64,
+        /// What would make it fit.
+        hint: &'static str,
+    },
+    /// A failure-probability setting outside (0, 1).
+    #[error("failure probability must be in (0, 1) as log2 below 0, found 2^{0}")]
+    BadPFail(f64),
+    /// Keys, ciphertexts and program disagree.
+    #[error("{0}")]
+    Mismatch(String),
+    /// Bytes that do not deserialize into what was asked.
+    #[error("cannot deserialize {what}: {message}")]
+    Deserialize {
+        /// What was being read.
+        what: &'static str,
+        /// Why it failed.
+        message: String,
+    },
+    /// Serialization failure.
+    #[error("cannot serialize {what}: {message}")]
+    Serialize {
+        /// What was being written.
+        what: &'static str,
+        /// Why it failed.
+        message: String,
+    },
+}
+
+/// Any error of this crate.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// See [`SpecError`].
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// See [`DataError`].
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// See [`ProgramError`].
+    #[error(transparent)]
+    Program(#[from] ProgramError),
+    /// See [`FheError`].
+    #[error(transparent)]
+    Fhe(#[from] FheError),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

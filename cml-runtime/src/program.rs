@@ -1,0 +1,469 @@
+//! The integer program: a small SSA of integer ops that every runner (clear,
+//! simulate, TFHE, generated code) executes, with a proven range for every
+//! value.
+//!
+//! Values `0..inputs.len()` are the encrypted inputs; op `i` defines value
+//! `inputs.len() + i`. Ops are [`Op::Linear`] (clear integer weights and a
+//! constant: dot products, sums, matmul rows, constant adds, all leveled in
+//! TFHE) and [`Op::Lut`] (a table lookup: one programmable bootstrap).
+//!
+//! ```
+//! use cml_runtime::program::{Interval, Op, Program, Table};
+//!
+//! // y = table[2·x0 − x1 + 3] for x0, x1 in [0, 3]
+//! let mut p = Program::new(vec![Interval::new(0, 3), Interval::new(0, 3)]);
+//! let acc = p.push(Op::Linear { terms: vec![(0, 2), (1, -1)], constant: 3 });
+//! let t = p.add_table(Table::from_fn("double", 0..=9, |v| 2 * v));
+//! let y = p.push(Op::Lut { input: acc, table: t });
+//! p.outputs = vec![y];
+//! let analysis = p.analyze().unwrap();
+//! assert_eq!(analysis.values[acc].range, Interval::new(0, 9));
+//! assert_eq!(p.eval_clear(&[3, 1]).unwrap(), vec![16]);
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProgramError;
+
+/// Index of a value in a program.
+pub type ValueId = usize;
+
+/// Widest table input the TFHE runner supports (bits, padding excluded).
+pub const MAX_TABLE_BITS: u32 = 10;
+
+/// An inclusive integer range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interval {
+    /// Smallest value.
+    pub lo: i64,
+    /// Largest value.
+    pub hi: i64,
+}
+
+impl Interval {
+    /// `[lo, hi]`; panics in debug builds if `lo > hi`.
+    pub fn new(lo: i64, hi: i64) -> Self {
+        debug_assert!(lo <= hi);
+        Self { lo, hi }
+    }
+
+    /// Number of distinct values.
+    pub fn span(&self) -> u128 {
+        (self.hi as i128 - self.lo as i128 + 1) as u128
+    }
+
+    /// Bits needed to tell all values of the range apart.
+    pub fn bits(&self) -> u32 {
+        let span = self.span();
+        if span <= 1 {
+            1
+        } else {
+            128 - (span - 1).leading_zeros()
+        }
+    }
+
+    /// Whether `v` lies in the range.
+    pub fn contains(&self, v: i64) -> bool {
+        self.lo <= v && v <= self.hi
+    }
+}
+
+/// A lookup table indexed by `input - offset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Table {
+    /// A name for reports.
+    pub name: String,
+    /// Input value of entry 0.
+    pub offset: i64,
+    /// Output per input value.
+    pub entries: Vec<i64>,
+}
+
+impl Table {
+    /// Tabulates `f` on an input range.
+    pub fn from_fn(
+        name: impl Into<String>,
+        inputs: std::ops::RangeInclusive<i64>,
+        f: impl Fn(i64) -> i64,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            offset: *inputs.start(),
+            entries: inputs.map(f).collect(),
+        }
+    }
+
+    /// Looks up `v`, `None` outside the table.
+    pub fn get(&self, v: i64) -> Option<i64> {
+        let i = v.checked_sub(self.offset)?;
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.entries.get(i).copied())
+    }
+
+    /// Range of the outputs.
+    pub fn output_range(&self) -> Interval {
+        let lo = self.entries.iter().copied().min().unwrap_or(0);
+        let hi = self.entries.iter().copied().max().unwrap_or(0);
+        Interval::new(lo, hi)
+    }
+}
+
+/// One op of the program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// `constant + Σ weight · value`, leveled in TFHE.
+    Linear {
+        /// `(value, clear integer weight)` pairs.
+        terms: Vec<(ValueId, i64)>,
+        /// Clear integer added.
+        constant: i64,
+    },
+    /// `tables[table][input]`, one programmable bootstrap in TFHE.
+    Lut {
+        /// The value read.
+        input: ValueId,
+        /// Index into [`Program::tables`].
+        table: usize,
+    },
+}
+
+/// An integer program over encrypted inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Program {
+    /// Range of each input.
+    pub inputs: Vec<Interval>,
+    /// Ops, in order.
+    pub ops: Vec<Op>,
+    /// Tables used by [`Op::Lut`].
+    pub tables: Vec<Table>,
+    /// Values returned (decrypted by the client).
+    pub outputs: Vec<ValueId>,
+}
+
+/// Where a value's noise comes from, as sums of squared weights over fresh
+/// encryptions and over bootstrap outputs. Its variance is
+/// `fresh · σ²_fresh + bootstrapped · σ²_pbs`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct NoiseWeight {
+    /// Σ w² over fresh input encryptions.
+    pub fresh: f64,
+    /// Σ w² over bootstrap outputs.
+    pub bootstrapped: f64,
+}
+
+impl NoiseWeight {
+    /// The weight 2-norm, counting both sources alike.
+    pub fn norm2(&self) -> f64 {
+        (self.fresh + self.bootstrapped).sqrt()
+    }
+}
+
+/// Facts proven about one value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ValueInfo {
+    /// Every value it can take.
+    pub range: Interval,
+    /// Its noise in TFHE relative to fresh and bootstrapped noise.
+    pub noise: NoiseWeight,
+}
+
+/// The result of [`Program::analyze`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// One entry per value.
+    pub values: Vec<ValueInfo>,
+}
+
+impl Analysis {
+    /// The widest value of the program, in bits.
+    pub fn max_bits(&self) -> u32 {
+        self.values
+            .iter()
+            .map(|v| v.range.bits())
+            .max()
+            .unwrap_or(1)
+    }
+}
+
+impl Program {
+    /// A program with these inputs and nothing else yet.
+    pub fn new(inputs: Vec<Interval>) -> Self {
+        Self {
+            inputs,
+            ops: Vec::new(),
+            tables: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+
+    /// Appends an op and returns the value it defines.
+    pub fn push(&mut self, op: Op) -> ValueId {
+        self.ops.push(op);
+        self.inputs.len() + self.ops.len() - 1
+    }
+
+    /// Adds a table and returns its index.
+    pub fn add_table(&mut self, table: Table) -> usize {
+        self.tables.push(table);
+        self.tables.len() - 1
+    }
+
+    /// Number of values (inputs and ops).
+    pub fn n_values(&self) -> usize {
+        self.inputs.len() + self.ops.len()
+    }
+
+    /// Number of programmable bootstraps one evaluation costs.
+    pub fn pbs_count(&self) -> usize {
+        self.ops
+            .iter()
+            .filter(|op| matches!(op, Op::Lut { .. }))
+            .count()
+    }
+
+    /// The values read by tables, with the table index.
+    pub fn lut_inputs(&self) -> impl Iterator<Item = (ValueId, usize)> + '_ {
+        self.ops.iter().filter_map(|op| match op {
+            Op::Lut { input, table } => Some((*input, *table)),
+            Op::Linear { .. } => None,
+        })
+    }
+
+    /// Proves a range and a noise weight for every value, checking that ops
+    /// refer to earlier values, that nothing overflows 64 bits and that tables
+    /// cover their inputs.
+    pub fn analyze(&self) -> Result<Analysis, ProgramError> {
+        let mut values: Vec<ValueInfo> = self
+            .inputs
+            .iter()
+            .map(|&range| ValueInfo {
+                range,
+                noise: NoiseWeight {
+                    fresh: 1.0,
+                    bootstrapped: 0.0,
+                },
+            })
+            .collect();
+        for (i, op) in self.ops.iter().enumerate() {
+            let id = self.inputs.len() + i;
+            let get = |v: ValueId| {
+                values
+                    .get(v)
+                    .copied()
+                    .ok_or(ProgramError::Dangling { op: i, value: v })
+            };
+            let info = match op {
+                Op::Linear { terms, constant } => {
+                    let (mut lo, mut hi) = (*constant as i128, *constant as i128);
+                    let mut noise = NoiseWeight::default();
+                    for &(v, w) in terms {
+                        let x = get(v)?;
+                        let (a, b) = (
+                            w as i128 * x.range.lo as i128,
+                            w as i128 * x.range.hi as i128,
+                        );
+                        lo += a.min(b);
+                        hi += a.max(b);
+                        let w2 = (w as f64) * (w as f64);
+                        noise.fresh += w2 * x.noise.fresh;
+                        noise.bootstrapped += w2 * x.noise.bootstrapped;
+                    }
+                    let fits = |v: i128| i64::try_from(v).is_ok();
+                    // Keep headroom so spans and offsets stay in range.
+                    if !fits(lo * 2) || !fits(hi * 2) {
+                        return Err(ProgramError::Overflow { value: id });
+                    }
+                    ValueInfo {
+                        range: Interval::new(lo as i64, hi as i64),
+                        noise,
+                    }
+                }
+                Op::Lut { input, table } => {
+                    let x = get(*input)?;
+                    let t = self.tables.get(*table).ok_or(ProgramError::Dangling {
+                        op: i,
+                        value: *table,
+                    })?;
+                    let bits = x.range.bits();
+                    if bits > MAX_TABLE_BITS {
+                        return Err(ProgramError::TableTooWide {
+                            table: *table,
+                            bits,
+                            max: MAX_TABLE_BITS,
+                        });
+                    }
+                    let covers = t.get(x.range.lo).is_some() && t.get(x.range.hi).is_some();
+                    if !covers {
+                        return Err(ProgramError::TableSize {
+                            table: *table,
+                            expected: x.range.span() as usize,
+                            found: t.entries.len(),
+                        });
+                    }
+                    let used = &t.entries
+                        [(x.range.lo - t.offset) as usize..=(x.range.hi - t.offset) as usize];
+                    let lo = used.iter().copied().min().unwrap_or(0);
+                    let hi = used.iter().copied().max().unwrap_or(0);
+                    if i64::try_from(lo as i128 * 2).is_err()
+                        || i64::try_from(hi as i128 * 2).is_err()
+                    {
+                        return Err(ProgramError::Overflow { value: id });
+                    }
+                    ValueInfo {
+                        range: Interval::new(lo, hi),
+                        noise: NoiseWeight {
+                            fresh: 0.0,
+                            bootstrapped: 1.0,
+                        },
+                    }
+                }
+            };
+            values.push(info);
+        }
+        for &o in &self.outputs {
+            if o >= values.len() {
+                return Err(ProgramError::Dangling {
+                    op: self.ops.len(),
+                    value: o,
+                });
+            }
+        }
+        Ok(Analysis { values })
+    }
+
+    /// Checks an input vector against the declared ranges.
+    pub fn check_inputs(&self, inputs: &[i64]) -> Result<(), ProgramError> {
+        if inputs.len() != self.inputs.len() {
+            return Err(ProgramError::Arity {
+                expected: self.inputs.len(),
+                found: inputs.len(),
+            });
+        }
+        for (i, (&v, r)) in inputs.iter().zip(&self.inputs).enumerate() {
+            if !r.contains(v) {
+                return Err(ProgramError::InputRange {
+                    input: i,
+                    value: v,
+                    lo: r.lo,
+                    hi: r.hi,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the program on clear integers: the exact reference every other
+    /// runner must match.
+    pub fn eval_clear(&self, inputs: &[i64]) -> Result<Vec<i64>, ProgramError> {
+        self.check_inputs(inputs)?;
+        let mut values = Vec::with_capacity(self.n_values());
+        values.extend_from_slice(inputs);
+        for (i, op) in self.ops.iter().enumerate() {
+            let v = match op {
+                Op::Linear { terms, constant } => {
+                    let mut acc = *constant as i128;
+                    for &(v, w) in terms {
+                        let x = *values
+                            .get(v)
+                            .ok_or(ProgramError::Dangling { op: i, value: v })?;
+                        acc += w as i128 * x as i128;
+                    }
+                    i64::try_from(acc).map_err(|_| ProgramError::Overflow {
+                        value: self.inputs.len() + i,
+                    })?
+                }
+                Op::Lut { input, table } => {
+                    let x = *values.get(*input).ok_or(ProgramError::Dangling {
+                        op: i,
+                        value: *input,
+                    })?;
+                    let t = &self.tables[*table];
+                    t.get(x).ok_or(ProgramError::TableSize {
+                        table: *table,
+                        expected: (x - t.offset + 1).max(0) as usize,
+                        found: t.entries.len(),
+                    })?
+                }
+            };
+            values.push(v);
+        }
+        Ok(self.outputs.iter().map(|&o| values[o]).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dot_program() -> Program {
+        let mut p = Program::new(vec![Interval::new(0, 255); 3]);
+        let acc = p.push(Op::Linear {
+            terms: vec![(0, 127), (1, -127), (2, 5)],
+            constant: -10,
+        });
+        p.outputs = vec![acc];
+        p
+    }
+
+    #[test]
+    fn bounds_are_tight_for_dot_products() {
+        let p = dot_program();
+        let a = p.analyze().unwrap();
+        assert_eq!(
+            a.values[3].range,
+            Interval::new(-127 * 255 - 10, 132 * 255 - 10)
+        );
+        assert_eq!(a.values[3].noise.fresh, (127.0f64 * 127.0) * 2.0 + 25.0);
+        assert_eq!(p.eval_clear(&[255, 0, 255]).unwrap(), vec![132 * 255 - 10]);
+    }
+
+    #[test]
+    fn interval_bits() {
+        assert_eq!(Interval::new(0, 0).bits(), 1);
+        assert_eq!(Interval::new(0, 1).bits(), 1);
+        assert_eq!(Interval::new(0, 255).bits(), 8);
+        assert_eq!(Interval::new(-128, 127).bits(), 8);
+        assert_eq!(Interval::new(0, 256).bits(), 9);
+    }
+
+    #[test]
+    fn rejects_bad_programs() {
+        let mut p = dot_program();
+        p.ops.push(Op::Lut { input: 3, table: 0 });
+        assert!(matches!(p.analyze(), Err(ProgramError::Dangling { .. })));
+        let mut p = Program::new(vec![Interval::new(0, 7)]);
+        let t = p.add_table(Table::from_fn("short", 0..=3, |v| v));
+        p.push(Op::Lut { input: 0, table: t });
+        assert_eq!(
+            p.analyze(),
+            Err(ProgramError::TableSize {
+                table: 0,
+                expected: 8,
+                found: 4
+            })
+        );
+        let mut p = Program::new(vec![Interval::new(0, i64::MAX / 2)]);
+        p.push(Op::Linear {
+            terms: vec![(0, 4)],
+            constant: 0,
+        });
+        assert_eq!(p.analyze(), Err(ProgramError::Overflow { value: 1 }));
+    }
+
+    #[test]
+    fn clear_run_checks_inputs() {
+        let p = dot_program();
+        assert_eq!(
+            p.eval_clear(&[1, 2]),
+            Err(ProgramError::Arity {
+                expected: 3,
+                found: 2
+            })
+        );
+        assert!(matches!(
+            p.eval_clear(&[256, 0, 0]),
+            Err(ProgramError::InputRange { input: 0, .. })
+        ));
+    }
+}

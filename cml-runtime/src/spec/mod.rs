@@ -1,0 +1,402 @@
+//! Model specs: the serde AST of a trained model and its quantization, loading
+//! from YAML with positioned errors, and the semantic checks every spec passes.
+//!
+//! The format is documented field by field in `docs/spec.md`. A minimal spec:
+//!
+//! ```
+//! use cml_runtime::spec::ModelSpec;
+//!
+//! let yaml = r#"
+//! format: cml/v1
+//! name: tiny
+//! model:
+//!   linear:
+//!     estimator: linear_regression
+//!     task: regression
+//!     link: identity
+//!     features: [a, b]
+//!     coefficients: [[0.5, -1.0]]
+//!     intercepts: [2.0]
+//! quantization:
+//!   input_ranges: [[0.0, 1.0], [-1.0, 1.0]]
+//! "#;
+//! let spec = ModelSpec::from_yaml_str(yaml, "tiny.yaml").unwrap();
+//! assert_eq!(spec.n_features(), 2);
+//! ```
+
+mod check;
+pub mod locate;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use locate::{FieldPath, Location, SourceMap};
+
+use crate::error::SpecError;
+
+/// The only spec format this version reads.
+pub const FORMAT_V1: &str = "cml/v1";
+
+/// Largest spec file accepted, to bound work on hostile input.
+pub const MAX_SPEC_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A trained model and its quantization: the one AST every front-end lowers to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Format tag, must be `cml/v1`.
+    pub format: String,
+    /// Model name: lowercase letters, digits and `_`.
+    pub name: String,
+    /// Free-text description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Where the trained model came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// The trained model itself.
+    pub model: ModelKind,
+    /// How inputs and weights are quantized.
+    #[serde(default)]
+    pub quantization: QuantizationSpec,
+    /// Bundled data files, relative to the spec file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataSpec>,
+}
+
+/// Provenance of a trained model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// Library that trained the model (`scikit-learn`, …).
+    pub library: String,
+    /// Its version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Estimator class name in that library.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimator: Option<String>,
+}
+
+/// Model families. Each is a YAML mapping key under `model:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelKind {
+    /// Generalized linear models: `scores = coefficients · x + intercepts`.
+    Linear(LinearSpec),
+}
+
+/// A linear model (regression, classification or GLM).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinearSpec {
+    /// Which estimator was trained.
+    pub estimator: LinearEstimator,
+    /// Classification or regression.
+    pub task: Task,
+    /// Inverse link applied on the client after decryption.
+    pub link: Link,
+    /// Feature names, one per input column.
+    pub features: Vec<String>,
+    /// Class names, classifiers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+    /// One row of `features.len()` weights per output.
+    pub coefficients: Vec<Vec<f64>>,
+    /// One intercept per output.
+    pub intercepts: Vec<f64>,
+    /// Standardization applied in clear on the client before quantization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standardize: Option<Standardize>,
+}
+
+/// The estimators a linear spec can describe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinearEstimator {
+    /// scikit-learn `LinearRegression`.
+    LinearRegression,
+    /// `Ridge`.
+    Ridge,
+    /// `Lasso`.
+    Lasso,
+    /// `ElasticNet`.
+    ElasticNet,
+    /// `LogisticRegression` (binary or multinomial).
+    LogisticRegression,
+    /// `LinearSVC`.
+    LinearSvc,
+    /// `LinearSVR`.
+    LinearSvr,
+    /// `PoissonRegressor` (log link).
+    PoissonRegressor,
+    /// `GammaRegressor` (log link).
+    GammaRegressor,
+    /// `TweedieRegressor` (identity or log link).
+    TweedieRegressor,
+}
+
+impl LinearEstimator {
+    /// The task this estimator solves.
+    pub fn task(self) -> Task {
+        match self {
+            Self::LogisticRegression | Self::LinearSvc => Task::Classification,
+            _ => Task::Regression,
+        }
+    }
+
+    /// The links this estimator's predictions may use.
+    pub fn allowed_links(self) -> &'static [Link] {
+        match self {
+            Self::LogisticRegression => &[Link::Sigmoid, Link::Softmax],
+            Self::LinearSvc => &[Link::Identity],
+            Self::PoissonRegressor | Self::GammaRegressor => &[Link::Exp],
+            Self::TweedieRegressor => &[Link::Identity, Link::Exp],
+            _ => &[Link::Identity],
+        }
+    }
+}
+
+/// Classification or regression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Outputs a class.
+    Classification,
+    /// Outputs a real value.
+    Regression,
+}
+
+/// Inverse link function, applied on the client to the decrypted scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Link {
+    /// Scores are the prediction (regression) or decision values (classification).
+    Identity,
+    /// Logistic function of one score (binary classification).
+    Sigmoid,
+    /// Softmax over the scores (multinomial classification).
+    Softmax,
+    /// `exp(score)` (log-link GLMs).
+    Exp,
+}
+
+impl Link {
+    /// The spec keyword of this link.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Identity => "identity",
+            Self::Sigmoid => "sigmoid",
+            Self::Softmax => "softmax",
+            Self::Exp => "exp",
+        }
+    }
+}
+
+/// Per-feature standardization `(x - mean) / scale`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Standardize {
+    /// Per-feature mean.
+    pub mean: Vec<f64>,
+    /// Per-feature scale (standard deviation), positive.
+    pub scale: Vec<f64>,
+}
+
+/// Quantization settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantizationSpec {
+    /// Bits per quantized input (default 8, as Concrete ML).
+    #[serde(default = "default_bits")]
+    pub input_bits: u8,
+    /// Bits per quantized weight (default 8).
+    #[serde(default = "default_bits")]
+    pub weight_bits: u8,
+    /// One quantizer per feature, or one for the whole input tensor (Concrete ML's choice).
+    #[serde(default)]
+    pub input_granularity: Granularity,
+    /// Calibration range `[min, max]` per feature. Absent: calibrate from data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_ranges: Option<Vec<[f64; 2]>>,
+}
+
+fn default_bits() -> u8 {
+    8
+}
+
+impl Default for QuantizationSpec {
+    fn default() -> Self {
+        Self {
+            input_bits: default_bits(),
+            weight_bits: default_bits(),
+            input_granularity: Granularity::default(),
+            input_ranges: None,
+        }
+    }
+}
+
+/// How many quantizers the inputs get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Granularity {
+    /// One scale and zero point per feature (default: best accuracy).
+    #[default]
+    Feature,
+    /// One scale and zero point for all features (Concrete ML's linear models).
+    Tensor,
+}
+
+/// Bundled data files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// Training split (calibration), CSV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<PathBuf>,
+    /// Test split with the float model's saved outputs, CSV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<PathBuf>,
+}
+
+/// A spec together with where it came from, for resolving data paths and
+/// positioning later errors.
+#[derive(Debug, Clone)]
+pub struct LoadedSpec {
+    /// The checked spec.
+    pub spec: ModelSpec,
+    /// The file it was read from (or a label for in-memory sources).
+    pub origin: PathBuf,
+    /// Positions of its nodes.
+    pub source_map: SourceMap,
+}
+
+impl LoadedSpec {
+    /// Resolves a path from the spec's `data` section against the spec's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            return path.to_path_buf();
+        }
+        self.origin
+            .parent()
+            .map(|dir| dir.join(path))
+            .unwrap_or_else(|| path.to_path_buf())
+    }
+
+    /// The resolved training CSV, if the spec names one.
+    pub fn train_path(&self) -> Option<PathBuf> {
+        let data = self.spec.data.as_ref()?;
+        data.train.as_deref().map(|p| self.resolve(p))
+    }
+
+    /// The resolved test CSV, if the spec names one.
+    pub fn test_path(&self) -> Option<PathBuf> {
+        let data = self.spec.data.as_ref()?;
+        data.test.as_deref().map(|p| self.resolve(p))
+    }
+}
+
+impl ModelSpec {
+    /// Parses and checks a YAML spec. `origin` names the source in errors.
+    pub fn from_yaml_str(source: &str, origin: impl AsRef<Path>) -> Result<Self, SpecError> {
+        Self::load_str(source, origin).map(|loaded| loaded.spec)
+    }
+
+    /// Parses and checks a YAML spec, keeping its origin and node positions.
+    pub fn load_str(source: &str, origin: impl AsRef<Path>) -> Result<LoadedSpec, SpecError> {
+        let origin = origin.as_ref().to_path_buf();
+        let source_map = SourceMap::build(source);
+        let de = serde_yaml::Deserializer::from_str(source);
+        let spec: ModelSpec = serde_path_to_error::deserialize(de).map_err(|err| {
+            let path = FieldPath::parse(&err.path().to_string());
+            let inner = err.into_inner();
+            let location = inner
+                .location()
+                .map(|l| Location {
+                    line: l.line(),
+                    column: l.column(),
+                })
+                .or_else(|| source_map.locate(&path));
+            SpecError::Syntax {
+                file: origin.clone(),
+                location,
+                path,
+                message: clean_serde_message(&inner.to_string()),
+            }
+        })?;
+        let loaded = LoadedSpec {
+            spec,
+            origin,
+            source_map,
+        };
+        check::check(&loaded)?;
+        Ok(loaded)
+    }
+
+    /// Reads, parses and checks a YAML spec file.
+    pub fn load(path: impl AsRef<Path>) -> Result<LoadedSpec, SpecError> {
+        let path = path.as_ref();
+        let io = |source| SpecError::Io {
+            file: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if meta.len() > MAX_SPEC_BYTES {
+            return Err(SpecError::TooLarge {
+                file: path.to_path_buf(),
+                bytes: meta.len(),
+                limit: MAX_SPEC_BYTES,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        Self::load_str(&text, path)
+    }
+
+    /// The linear model, if this spec holds one.
+    pub fn linear(&self) -> Option<&LinearSpec> {
+        match &self.model {
+            ModelKind::Linear(l) => Some(l),
+        }
+    }
+
+    /// Feature names.
+    pub fn features(&self) -> &[String] {
+        match &self.model {
+            ModelKind::Linear(l) => &l.features,
+        }
+    }
+
+    /// Number of input features.
+    pub fn n_features(&self) -> usize {
+        self.features().len()
+    }
+
+    /// Classification or regression.
+    pub fn task(&self) -> Task {
+        match &self.model {
+            ModelKind::Linear(l) => l.task,
+        }
+    }
+
+    /// Class names (classifiers).
+    pub fn classes(&self) -> Option<&[String]> {
+        match &self.model {
+            ModelKind::Linear(l) => l.classes.as_deref(),
+        }
+    }
+
+    /// Serializes back to YAML.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// serde_yaml appends " at line L column C" to its messages; we print the
+/// position ourselves.
+fn clean_serde_message(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}

@@ -1,1 +1,319 @@
-fn main() {}
+//! The `cml` command-line tool.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use cml::program::Op;
+use cml::report::{self, Report, RunOptions, Score};
+use cml::spec::Task;
+use cml::{CompiledModel, PFail};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Encrypted inference for trained ML models.
+#[derive(Parser)]
+#[command(name = "cml", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct PFailArgs {
+    /// Failure probability per bootstrap or decryption, as log2 (default -40).
+    #[arg(long, allow_negative_numbers = true, default_value_t = -40.0)]
+    p_fail: f64,
+    /// Read --p-fail as the failure probability of a whole prediction.
+    #[arg(long)]
+    global_p_fail: bool,
+}
+
+impl PFailArgs {
+    fn target(&self) -> PFail {
+        if self.global_p_fail {
+            PFail::Global(self.p_fail)
+        } else {
+            PFail::PerOp(self.p_fail)
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Evaluate a model on its bundled test data: float vs quantized vs FHE.
+    Run {
+        /// The spec file (YAML).
+        spec: PathBuf,
+        #[command(flatten)]
+        p_fail: PFailArgs,
+        /// Skip FHE (float and quantized only).
+        #[arg(long)]
+        no_fhe: bool,
+        /// Evaluate only the first N test samples.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Samples timed one by one for single-sample latency.
+        #[arg(long, default_value_t = 20)]
+        latency_samples: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the integer program, its bit-widths, PBS count and FHE parameters.
+    Inspect {
+        /// The spec file (YAML).
+        spec: PathBuf,
+        #[command(flatten)]
+        p_fail: PFailArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run {
+            spec,
+            p_fail,
+            no_fhe,
+            limit,
+            latency_samples,
+            json,
+        } => run(
+            &spec,
+            RunOptions {
+                p_fail: p_fail.target(),
+                fhe: !no_fhe,
+                latency_samples,
+                limit,
+            },
+            json,
+        ),
+        Command::Inspect { spec, p_fail } => inspect(&spec, p_fail.target()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(spec: &std::path::Path, options: RunOptions, json: bool) -> Result<(), cml::Error> {
+    let (loaded, test, train) = report::load(spec)?;
+    let model = report::compile(&loaded, train.as_ref(), options.p_fail)?;
+    let n = options.limit.map_or(test.len(), |l| l.min(test.len()));
+    let bar = if options.fhe && !json {
+        let bar = ProgressBar::new(n as u64);
+        bar.set_style(
+            ProgressStyle::with_template("FHE {bar:40} {pos}/{len} samples [{elapsed}<{eta}]")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let report = report::evaluate(&model, &test, &options, &|| bar.inc(1))?;
+    bar.finish_and_clear();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print_report(&report, &model);
+    }
+    Ok(())
+}
+
+fn fmt_score(task: Task, s: &Score) -> String {
+    match task {
+        Task::Classification => format!("accuracy {:.4}", s.primary),
+        Task::Regression => format!("R² {:.4}  MSE {:.2}", s.primary, s.mse.unwrap_or(f64::NAN)),
+    }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.0} µs")
+    } else if us < 1e6 {
+        format!("{:.2} ms", us / 1e3)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
+fn fmt_bytes(b: usize) -> String {
+    let b = b as f64;
+    if b < 1024.0 {
+        format!("{b} B")
+    } else if b < 1024.0 * 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else if b < 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} MiB", b / 1024.0 / 1024.0)
+    } else {
+        format!("{:.2} GiB", b / 1024.0 / 1024.0 / 1024.0)
+    }
+}
+
+fn print_report(r: &Report, model: &CompiledModel) {
+    println!("model      {} ({} test samples)", r.name, r.samples);
+    println!(
+        "quantized  inputs {} bits, weights {} bits; widest value {} bits; {} PBS per prediction",
+        r.input_bits, r.weight_bits, r.max_bits, r.pbs_count
+    );
+    println!("float      {}", fmt_score(r.task, &r.float));
+    if let Some(d) = r.float_max_abs_diff {
+        println!("           max |score − saved score| = {d:.2e}");
+    }
+    if let Some(a) = r.float_prediction_agreement {
+        println!(
+            "           predictions equal to the saved ones: {a}/{}",
+            r.samples
+        );
+    }
+    println!("quantized  {}", fmt_score(r.task, &r.quantized));
+    if let Some(f) = &r.fhe {
+        println!("fhe        {}", fmt_score(r.task, &f.score));
+        println!(
+            "           FHE == clear quantized on {}/{} samples",
+            f.agreement, r.samples
+        );
+        println!(
+            "keygen     client {}, evaluation {}",
+            fmt_duration(f.keygen_client),
+            fmt_duration(f.keygen_evaluation)
+        );
+        println!(
+            "latency    {} per sample end to end (server run {}), one at a time",
+            fmt_duration(f.latency),
+            fmt_duration(f.latency_run)
+        );
+        println!(
+            "throughput {:.0} samples/s batched on {} threads",
+            f.throughput,
+            rayon::current_num_threads()
+        );
+        println!(
+            "sizes      client key {}, evaluation keys {} (seeded), input {} (seeded), output {}",
+            fmt_bytes(f.client_key_bytes),
+            fmt_bytes(f.evaluation_key_bytes),
+            fmt_bytes(f.input_bytes),
+            fmt_bytes(f.output_bytes)
+        );
+    }
+    let p = &model.params;
+    println!(
+        "params     LWE dimension {}, message space {} bits, predicted p_fail 2^{:.1} per output",
+        p.input_lwe_dimension, p.message_bits, p.predicted.log2_p_fail_output
+    );
+}
+
+fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
+    let loaded = cml::ModelSpec::load(spec)?;
+    let train = match loaded.train_path() {
+        Some(path) if loaded.spec.quantization.input_ranges.is_none() => {
+            Some(cml::data::Dataset::from_csv(&path, loaded.spec.features())?)
+        }
+        _ => None,
+    };
+    let model = report::compile(&loaded, train.as_ref(), p_fail)?;
+    let prog = &model.program;
+    let a = &model.analysis;
+    println!("model {} — {}", model.spec.name, spec.display());
+    println!("inputs ({}):", prog.inputs.len());
+    for (i, (r, name)) in prog.inputs.iter().zip(model.spec.features()).enumerate() {
+        println!(
+            "  %{i:<3} {name:<28} [{}, {}] {} bits",
+            r.lo,
+            r.hi,
+            r.bits()
+        );
+    }
+    println!("ops ({}):", prog.ops.len());
+    for (i, op) in prog.ops.iter().enumerate() {
+        let id = prog.inputs.len() + i;
+        let info = a.values[id];
+        let what = match op {
+            Op::Linear { terms, constant } => {
+                let norm: f64 = terms
+                    .iter()
+                    .map(|(_, w)| (*w as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                format!(
+                    "linear  {} terms + {constant}, weight 2-norm {norm:.1} (leveled)",
+                    terms.len()
+                )
+            }
+            Op::Lut { input, table } => format!(
+                "lut     %{input} through table `{}` ({} bits in, 1 PBS)",
+                prog.tables[*table].name,
+                a.values[*input].range.bits()
+            ),
+        };
+        println!(
+            "  %{id:<3} = {what}  → [{}, {}] {} bits",
+            info.range.lo,
+            info.range.hi,
+            info.range.bits()
+        );
+    }
+    println!(
+        "outputs: {}",
+        prog.outputs
+            .iter()
+            .map(|o| format!("%{o}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("PBS per prediction: {}", prog.pbs_count());
+    println!("widest value: {} bits", a.max_bits());
+    let p = &model.params;
+    println!("parameters (128-bit security, target {:?}):", p.target);
+    println!(
+        "  message space {} bits (Δ = 2^{}), input LWE dimension {}",
+        p.message_bits,
+        p.log2_delta(),
+        p.input_lwe_dimension
+    );
+    match p.pbs {
+        None => println!("  no bootstrapping: leveled only"),
+        Some(b) => println!(
+            "  small LWE dimension {}, GLWE dimension {}, polynomial size {}, PBS base 2^{} × {} levels, KS base 2^{} × {} levels",
+            b.lwe_dimension, b.glwe_dimension, b.polynomial_size, b.pbs_base_log, b.pbs_level, b.ks_base_log, b.ks_level
+        ),
+    }
+    println!(
+        "  predicted p_fail: per PBS 2^{:.1}, per output 2^{:.1}, per prediction 2^{:.1}",
+        p.predicted.log2_p_fail_pbs,
+        p.predicted.log2_p_fail_output,
+        p.predicted.log2_p_fail_program
+    );
+    let leveled_terms: usize = prog
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::Linear { terms, .. } => terms.len(),
+            Op::Lut { .. } => 0,
+        })
+        .sum();
+    // About 0.4 ns per multiply-add of a ciphertext coefficient on this class of machine.
+    let leveled_ms = leveled_terms as f64 * (p.input_lwe_dimension + 1) as f64 * 0.4e-6;
+    println!(
+        "estimated server cost: {:.3} ms leveled + {} PBS × {:.1} ms = {:.2} ms per prediction (one core)",
+        leveled_ms,
+        prog.pbs_count(),
+        p.predicted.pbs_ms,
+        leveled_ms + prog.pbs_count() as f64 * p.predicted.pbs_ms
+    );
+    println!(
+        "key sizes: bootstrap key {} (Fourier), keyswitching key {}; one ciphertext {}",
+        fmt_bytes(p.bootstrap_key_bytes()),
+        fmt_bytes(p.keyswitch_key_bytes()),
+        fmt_bytes(p.ciphertext_bytes())
+    );
+    Ok(())
+}

@@ -82,6 +82,8 @@ pub struct Needs {
     pub pbs_count: usize,
     /// Decrypted outputs per evaluation.
     pub outputs: usize,
+    /// Encrypted inputs per evaluation (they are packed into GLWE ciphertexts).
+    pub inputs: usize,
 }
 
 impl Needs {
@@ -95,6 +97,7 @@ impl Needs {
             out_bootstrapped: 0.0,
             pbs_count: 0,
             outputs: 1,
+            inputs: 1,
         }
     }
 
@@ -109,6 +112,7 @@ impl Needs {
             out_bootstrapped: 0.0,
             pbs_count: program.pbs_count(),
             outputs: program.outputs.len(),
+            inputs: program.inputs.len(),
         };
         let padding = u32::from(needs.pbs_count > 0);
         for v in &analysis.values {
@@ -166,7 +170,12 @@ pub struct Predicted {
 pub struct FheParams {
     /// Message space in bits, padding included: `Δ = 2^(64 − message_bits)`.
     pub message_bits: u32,
-    /// Dimension of the key inputs are encrypted under (`k·N` with tables).
+    /// GLWE dimension of the key inputs are encrypted under.
+    pub input_glwe_dimension: usize,
+    /// Polynomial size of that key: up to this many inputs share one GLWE
+    /// ciphertext (and one mask).
+    pub input_polynomial_size: usize,
+    /// `k·N` of that key: the LWE dimension of every value's ciphertext.
     pub input_lwe_dimension: usize,
     /// Keyswitch and bootstrap parameters, when the program has tables.
     pub pbs: Option<PbsParams>,
@@ -222,6 +231,8 @@ const LWE_STEP: usize = 8;
 const LOG2_POLY_SIZES: std::ops::RangeInclusive<u32> = 8..=16;
 /// GLWE dimensions searched.
 const GLWE_DIMENSIONS: std::ops::RangeInclusive<usize> = 1..=4;
+/// Smallest polynomial size used to pack the inputs of a leveled program.
+const MIN_PACKING_POLY_SIZE: usize = 8;
 /// Largest `k·N`: bounds ciphertext and key sizes.
 const MAX_GLWE_LWE_DIMENSION: usize = 1 << 16;
 
@@ -268,15 +279,24 @@ pub fn choose(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
     let fail = |v: f64| noise::log2_p_fail_for(v, log2_threshold);
 
     if needs.pbs_count == 0 {
+        // One GLWE ciphertext holds all inputs: N covers them, k sets security.
+        let big_n = needs
+            .inputs
+            .next_power_of_two()
+            .clamp(MIN_PACKING_POLY_SIZE, 1024);
         let mut best = f64::INFINITY;
-        for n in LWE_DIMENSIONS.step_by(LWE_STEP) {
-            let var = needs.out_fresh * noise::min_lwe_variance(n);
+        let first = LWE_DIMENSIONS.start().div_ceil(big_n);
+        for k in first..=MAX_GLWE_LWE_DIMENSION / big_n {
+            let dimension = k * big_n;
+            let var = needs.out_fresh * noise::min_lwe_variance(dimension);
             best = best.min(fail(var));
             if var <= budget {
                 let p_out = fail(var);
                 return Ok(FheParams {
                     message_bits: needs.message_bits,
-                    input_lwe_dimension: n,
+                    input_glwe_dimension: k,
+                    input_polynomial_size: big_n,
+                    input_lwe_dimension: dimension,
                     pbs: None,
                     target,
                     predicted: Predicted {
@@ -348,6 +368,8 @@ pub fn choose(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
                             cost,
                             FheParams {
                                 message_bits: needs.message_bits,
+                                input_glwe_dimension: k,
+                                input_polynomial_size: big_n,
                                 input_lwe_dimension: big,
                                 pbs: Some(PbsParams {
                                     lwe_dimension: n,
@@ -420,6 +442,7 @@ mod tests {
             out_bootstrapped: 1.0,
             pbs_count: 1,
             outputs: 1,
+            inputs: 1,
         }
     }
 

@@ -59,17 +59,13 @@ fn native() -> CiphertextModulus<u64> {
     CiphertextModulus::new_native()
 }
 
-/// The secret side of a keypair.
+/// The secret side of a keypair: the GLWE key inputs are encrypted under
+/// (flattened, it is the LWE key of every value) and, with tables, the small
+/// LWE key bootstraps start from.
 #[derive(Clone, Serialize, Deserialize)]
 struct SecretKeys {
-    input: LweSecretKeyOwned<u64>,
-    pbs: Option<PbsSecret>,
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-struct PbsSecret {
-    small: LweSecretKeyOwned<u64>,
     glwe: GlweSecretKeyOwned<u64>,
+    small: Option<LweSecretKeyOwned<u64>>,
 }
 
 /// The client's secret key: generates evaluation keys, encrypts, decrypts.
@@ -110,11 +106,13 @@ impl std::fmt::Debug for EvaluationKeys {
     }
 }
 
-/// Encrypted program inputs in seeded form (one body per value plus a seed).
+/// Encrypted program inputs: the values are the coefficients of seeded GLWE
+/// ciphertexts (one mask seed and one body polynomial per `N` values).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct EncryptedInput {
     params: FheParams,
-    cts: SeededLweCiphertextListOwned<u64>,
+    count: usize,
+    cts: SeededGlweCiphertextListOwned<u64>,
 }
 
 /// Encrypted program outputs.
@@ -129,28 +127,15 @@ impl ClientKey {
     pub fn generate(params: &FheParams) -> Self {
         let mut seeder = new_seeder();
         let mut secret = SecretRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed());
-        let keys = match params.pbs {
-            None => SecretKeys {
-                input: LweSecretKey::generate_new_binary(
-                    LweDimension(params.input_lwe_dimension),
-                    &mut secret,
-                ),
-                pbs: None,
-            },
-            Some(p) => {
-                let glwe = GlweSecretKey::generate_new_binary(
-                    GlweDimension(p.glwe_dimension),
-                    PolynomialSize(p.polynomial_size),
-                    &mut secret,
-                );
-                let small =
-                    LweSecretKey::generate_new_binary(LweDimension(p.lwe_dimension), &mut secret);
-                SecretKeys {
-                    input: glwe.clone().into_lwe_secret_key(),
-                    pbs: Some(PbsSecret { small, glwe }),
-                }
-            }
-        };
+        let glwe = GlweSecretKey::generate_new_binary(
+            GlweDimension(params.input_glwe_dimension),
+            PolynomialSize(params.input_polynomial_size),
+            &mut secret,
+        );
+        let small = params
+            .pbs
+            .map(|p| LweSecretKey::generate_new_binary(LweDimension(p.lwe_dimension), &mut secret));
+        let keys = SecretKeys { glwe, small };
         Self {
             params: *params,
             keys,
@@ -165,12 +150,12 @@ impl ClientKey {
     /// Generates the seeded evaluation keys (the upload form).
     pub fn compressed_evaluation_keys(&self) -> CompressedEvaluationKeys {
         let mut seeder = new_seeder();
-        let (ksk, bsk) = match (&self.keys.pbs, self.params.pbs) {
-            (Some(secret), Some(p)) => {
+        let (ksk, bsk) = match (&self.keys.small, self.params.pbs) {
+            (Some(small), Some(p)) => {
                 let small_std = self.params.small_noise_std().unwrap_or(0.0);
                 let ksk = allocate_and_generate_new_seeded_lwe_keyswitch_key(
-                    &self.keys.input,
-                    &secret.small,
+                    &self.keys.glwe.as_lwe_secret_key(),
+                    small,
                     DecompositionBaseLog(p.ks_base_log as usize),
                     DecompositionLevelCount(p.ks_level as usize),
                     gaussian(small_std),
@@ -178,8 +163,8 @@ impl ClientKey {
                     seeder.as_mut(),
                 );
                 let bsk = par_allocate_and_generate_new_seeded_lwe_bootstrap_key(
-                    &secret.small,
-                    &secret.glwe,
+                    small,
+                    &self.keys.glwe,
                     DecompositionBaseLog(p.pbs_base_log as usize),
                     DecompositionLevelCount(p.pbs_level as usize),
                     gaussian(self.params.input_noise_std()),
@@ -215,29 +200,31 @@ impl ClientKey {
             )));
         }
         let delta_log = self.params.log2_delta();
-        let plaintexts = PlaintextList::from_container(
-            values
-                .iter()
-                .map(|&v| (v as u64).wrapping_shl(delta_log))
-                .collect::<Vec<u64>>(),
-        );
+        let big_n = self.params.input_polynomial_size;
+        let glwe_count = values.len().div_ceil(big_n).max(1);
+        let mut encoded = vec![0u64; glwe_count * big_n];
+        for (slot, &v) in encoded.iter_mut().zip(values) {
+            *slot = (v as u64).wrapping_shl(delta_log);
+        }
         let mut seeder = new_seeder();
-        let mut cts = SeededLweCiphertextList::new(
+        let mut cts = SeededGlweCiphertextList::new(
             0u64,
-            self.keys.input.lwe_dimension().to_lwe_size(),
-            LweCiphertextCount(values.len()),
+            self.keys.glwe.glwe_dimension().to_glwe_size(),
+            PolynomialSize(big_n),
+            GlweCiphertextCount(glwe_count),
             seeder.seed().into(),
             native(),
         );
-        encrypt_seeded_lwe_ciphertext_list(
-            &self.keys.input,
+        encrypt_seeded_glwe_ciphertext_list(
+            &self.keys.glwe,
             &mut cts,
-            &plaintexts,
+            &PlaintextList::from_container(encoded),
             gaussian(self.params.input_noise_std()),
             seeder.as_mut(),
         );
         Ok(EncryptedInput {
             params: self.params,
+            count: values.len(),
             cts,
         })
     }
@@ -268,12 +255,13 @@ impl ClientKey {
         } else {
             (1u64 << self.params.message_bits) - 1
         };
+        let key = self.keys.glwe.as_lwe_secret_key();
         Ok(out
             .cts
             .iter()
             .zip(ranges)
             .map(|(ct, range)| {
-                let pt = decrypt_lwe_ciphertext(&self.keys.input, &ct).0;
+                let pt = decrypt_lwe_ciphertext(&key, &ct).0;
                 let m = pt.wrapping_add(1u64 << (delta_log - 1)) >> delta_log;
                 let lo = range.lo as u64;
                 (m.wrapping_sub(lo) & mask).wrapping_add(lo) as i64
@@ -289,15 +277,11 @@ impl ClientKey {
     /// Reads a secret key written by [`ClientKey::to_bytes`].
     pub fn from_bytes(bytes: &[u8], limit: u64) -> Result<Self, FheError> {
         let (params, keys): (FheParams, SecretKeys) = from_bytes("client key", bytes, limit)?;
-        let p = params;
-        let ok = keys.input.lwe_dimension().0 == p.input_lwe_dimension
-            && match (&keys.pbs, p.pbs) {
+        let ok = keys.glwe.glwe_dimension().0 == params.input_glwe_dimension
+            && keys.glwe.polynomial_size().0 == params.input_polynomial_size
+            && match (&keys.small, params.pbs) {
                 (None, None) => true,
-                (Some(s), Some(pp)) => {
-                    s.small.lwe_dimension().0 == pp.lwe_dimension
-                        && s.glwe.glwe_dimension().0 == pp.glwe_dimension
-                        && s.glwe.polynomial_size().0 == pp.polynomial_size
-                }
+                (Some(small), Some(p)) => small.lwe_dimension().0 == p.lwe_dimension,
                 _ => false,
             };
         if !ok {
@@ -380,30 +364,53 @@ impl CompressedEvaluationKeys {
 impl EncryptedInput {
     /// Number of encrypted values.
     pub fn len(&self) -> usize {
-        self.cts.lwe_ciphertext_count().0
+        self.count
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.count == 0
     }
 
     /// Serializes the ciphertexts (seeded form).
     pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
-        to_bytes("encrypted input", &self.params, &self.cts)
+        to_bytes("encrypted input", &self.params, &(self.count, &self.cts))
     }
 
     /// Reads ciphertexts, checking they conform to `expected` parameters.
     pub fn from_bytes(bytes: &[u8], limit: u64, expected: &FheParams) -> Result<Self, FheError> {
-        let (params, cts): (FheParams, SeededLweCiphertextListOwned<u64>) =
+        let (params, (count, cts)): (FheParams, (usize, SeededGlweCiphertextListOwned<u64>)) =
             from_bytes("encrypted input", bytes, limit)?;
+        let slots = cts.glwe_ciphertext_count().0 * cts.polynomial_size().0;
         if params != *expected
-            || cts.lwe_size().to_lwe_dimension().0 != params.input_lwe_dimension
+            || cts.glwe_size().to_glwe_dimension().0 != params.input_glwe_dimension
+            || cts.polynomial_size().0 != params.input_polynomial_size
             || !cts.ciphertext_modulus().is_native_modulus()
+            || count > slots
+            || slots - count >= params.input_polynomial_size.max(1) && count > 0
         {
             return Err(conformance("encrypted input"));
         }
-        Ok(Self { params, cts })
+        Ok(Self { params, count, cts })
+    }
+
+    /// Expands the seeds and extracts one LWE ciphertext per value (a flat
+    /// buffer per value, under the flattened GLWE key).
+    fn extract(&self) -> Vec<Vec<u64>> {
+        let glwes = self.cts.clone().decompress_into_glwe_ciphertext_list();
+        let big_n = self.params.input_polynomial_size;
+        let size = self.params.input_lwe_dimension + 1;
+        (0..self.count)
+            .map(|i| {
+                let mut lwe = LweCiphertext::new(0u64, LweSize(size), native());
+                extract_lwe_sample_from_glwe_ciphertext(
+                    &glwes.get(i / big_n),
+                    &mut lwe,
+                    MonomialDegree(i % big_n),
+                );
+                lwe.into_container()
+            })
+            .collect()
     }
 }
 
@@ -489,12 +496,7 @@ impl EvaluationKeys {
             .analyze()
             .map_err(|e| FheError::Mismatch(e.to_string()))?;
         let size = self.params.input_lwe_dimension + 1;
-        let inputs = input.cts.clone().decompress_into_lwe_ciphertext_list();
-        let mut values: Vec<Vec<u64>> = inputs
-            .as_ref()
-            .chunks_exact(size)
-            .map(|c| c.to_vec())
-            .collect();
+        let mut values = input.extract();
         let delta_log = self.params.log2_delta();
         let mut pbs = self.bsk.as_ref().map(|_| PbsContext::new(self));
         for op in &program.ops {

@@ -1,16 +1,18 @@
 //! Linear models lowered to one leveled dot product per output.
 //!
-//! With per-feature input quantizers `x_j ≈ s_j (q_j − z_j)`, the scores are
-//! `score_r = Σ_j w_rj x_j + b_r ≈ Σ_j v_rj (q_j − z_j) + b_r` with effective
-//! weights `v_rj = w_rj s_j`. Each row of `v` is quantized symmetrically
-//! (`v_rj ≈ S_r · W_rj`), so the encrypted program computes
+//! Inputs are quantized as `x_j ≈ s_j (q_j − z_j)` (one quantizer per feature,
+//! or one `s, z` for the whole tensor), weights as `v ≈ s_w (q_w − z_w)` where
+//! `v_rj = w_rj s_j` per feature (so each feature's scale folds into its
+//! weight) or `v = w` per tensor. With integer weights `W = q_w − z_w`,
+//! output scale `S_r = s_w` (times `s` per tensor) and
+//! `Z_r = Σ_j W_rj z_j`, the encrypted program computes
 //!
-//! `acc_r = Σ_j W_rj q_j + K_r`, `K_r = −Σ_j W_rj z_j + round(b_r / S_r)`
+//! `acc_r = Σ_j W_rj q_j + K_r`, with `K_r = rint(b_r / S_r + Z_r)`,
 //!
-//! and the client decodes `score_r = S_r · acc_r`. With one input quantizer
-//! for the whole tensor (Concrete ML's choice) the input scale `s` factors
-//! out: `v = w`, `S_r = s · scale_r`, which gives exactly Concrete ML's
-//! integer weights. No table is needed: a linear model costs no bootstrap.
+//! and the client decodes `score_r = S_r (acc_r − 2 Z_r)`. Per tensor with
+//! asymmetric weights these are exactly Concrete ML's integers (its circuit
+//! computes `q_X @ q_W − z_w Σ q_X + q_b`). No table is needed: a linear model
+//! costs no bootstrap.
 
 use ndarray::ArrayView2;
 
@@ -18,14 +20,14 @@ use super::{Decoder, Encoder};
 use crate::error::{DataError, Error};
 use crate::program::{Interval, Op, Program};
 use crate::quant::{min_max, Quantizer};
-use crate::spec::{Granularity, LinearSpec, QuantizationSpec};
+use crate::spec::{Granularity, LinearSpec, QuantizationSpec, WeightScheme};
 
 /// The integer form of a linear model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinearLowering {
     /// Input side: standardization and quantizers.
     pub encoder: Encoder,
-    /// Integer weights `W`, one row per output.
+    /// Integer weights `W = q_w − z_w`, one row per output.
     pub weights: Vec<Vec<i64>>,
     /// Weight quantizer of each row.
     pub weight_quantizers: Vec<Quantizer>,
@@ -75,6 +77,19 @@ fn input_ranges(
     })
 }
 
+fn weight_quantizer(values: &[f64], q: &QuantizationSpec) -> Quantizer {
+    match q.weight_scheme {
+        WeightScheme::Symmetric => {
+            let max_abs = values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            Quantizer::symmetric(max_abs, q.weight_bits)
+        }
+        WeightScheme::Asymmetric => {
+            let (lo, hi) = min_max(values.iter().copied()).unwrap_or((0.0, 0.0));
+            Quantizer::asymmetric(lo, hi, q.weight_bits, true)
+        }
+    }
+}
+
 /// Lowers a checked linear spec.
 pub fn lower(
     linear: &LinearSpec,
@@ -89,49 +104,68 @@ pub fn lower(
     let ranges = input_ranges(q, n_features, calibration, standardize)?;
     let quantizers: Vec<Quantizer> = ranges
         .iter()
-        .map(|&(lo, hi)| Quantizer::asymmetric(lo, hi, q.input_bits))
+        .map(|&(lo, hi)| Quantizer::asymmetric(lo, hi, q.input_bits, true))
         .collect();
-    let feature_quantizer = |j: usize| match q.input_granularity {
-        Granularity::Feature => &quantizers[j],
-        Granularity::Tensor => &quantizers[0],
+    let per_tensor = q.input_granularity == Granularity::Tensor;
+    let feature_quantizer = |j: usize| {
+        if per_tensor {
+            &quantizers[0]
+        } else {
+            &quantizers[j]
+        }
     };
+
+    // Effective float weights on the quantized inputs.
+    let effective: Vec<Vec<f64>> = linear
+        .coefficients
+        .iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .map(|(j, &w)| {
+                    if per_tensor {
+                        w
+                    } else {
+                        w * feature_quantizer(j).scale
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let tensor_wq = per_tensor.then(|| weight_quantizer(&effective.concat(), q));
 
     let mut program = Program::new(
         (0..n_features)
             .map(|j| {
                 let fq = feature_quantizer(j);
-                Interval::new(fq.q_min, fq.q_max)
+                Interval::new(fq.q_min(), fq.q_max())
             })
             .collect(),
     );
     let mut weights = Vec::new();
     let mut weight_quantizers = Vec::new();
-    let mut output_scales = Vec::new();
-    for (row, &bias) in linear.coefficients.iter().zip(&linear.intercepts) {
-        let effective: Vec<f64> = row
+    let mut scales = Vec::new();
+    let mut zero_points = Vec::new();
+    for (row, &bias) in effective.iter().zip(&linear.intercepts) {
+        let wq = tensor_wq.unwrap_or_else(|| weight_quantizer(row, q));
+        let w_int: Vec<i64> = row
             .iter()
-            .enumerate()
-            .map(|(j, &w)| match q.input_granularity {
-                Granularity::Feature => w * feature_quantizer(j).scale,
-                Granularity::Tensor => w,
-            })
+            .map(|&v| wq.quantize(v) - wq.zero_point)
             .collect();
-        let max_abs = effective.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let wq = Quantizer::symmetric(max_abs, q.weight_bits);
-        let w_int: Vec<i64> = effective.iter().map(|&v| wq.quantize(v)).collect();
-        let out_scale = match q.input_granularity {
-            Granularity::Feature => wq.scale,
-            Granularity::Tensor => wq.scale * quantizers[0].scale,
+        let scale = if per_tensor {
+            quantizers[0].scale * wq.scale
+        } else {
+            wq.scale
         };
-        let zero_terms: i64 = w_int
+        let z: i64 = w_int
             .iter()
             .enumerate()
             .map(|(j, w)| w * feature_quantizer(j).zero_point)
             .sum();
-        let bias_int = (bias / out_scale).round_ties_even();
-        if !bias_int.is_finite() || bias_int.abs() > (1u64 << 52) as f64 {
+        let k = (bias / scale + z as f64).round_ties_even();
+        if !k.is_finite() || k.abs() > (1u64 << 52) as f64 {
             return Err(DataError::Empty(format!(
-                "intercept {bias} is too large for the quantized output scale {out_scale:e}"
+                "intercept {bias} is too large for the quantized output scale {scale:e}"
             ))
             .into());
         }
@@ -143,12 +177,13 @@ pub fn lower(
             .collect();
         let acc = program.push(Op::Linear {
             terms,
-            constant: bias_int as i64 - zero_terms,
+            constant: k as i64,
         });
         program.outputs.push(acc);
         weights.push(w_int);
         weight_quantizers.push(wq);
-        output_scales.push(out_scale);
+        scales.push(scale);
+        zero_points.push(2 * z);
     }
 
     let encoder = Encoder {
@@ -156,8 +191,8 @@ pub fn lower(
         quantizers: (0..n_features).map(|j| *feature_quantizer(j)).collect(),
     };
     let decoder = Decoder {
-        scales: output_scales,
-        offsets: vec![0.0; linear.intercepts.len()],
+        scales,
+        zero_points,
         task: linear.task,
         link: linear.link,
     };

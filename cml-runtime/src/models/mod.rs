@@ -104,8 +104,8 @@ impl Encoder {
 pub struct Decoder {
     /// Real value of one integer step, per output.
     pub scales: Vec<f64>,
-    /// Real offset added after scaling, per output.
-    pub offsets: Vec<f64>,
+    /// Integer that stands for a zero score, per output.
+    pub zero_points: Vec<i64>,
     /// Classification or regression.
     pub task: Task,
     /// Inverse link.
@@ -113,11 +113,11 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// Real scores from output integers.
+    /// Real scores from output integers: `scale · (q − zero_point)`.
     pub fn scores(&self, out: &[i64]) -> Vec<f64> {
         out.iter()
-            .zip(self.scales.iter().zip(&self.offsets))
-            .map(|(&q, (s, o))| s * q as f64 + o)
+            .zip(self.scales.iter().zip(&self.zero_points))
+            .map(|(&q, (s, z))| s * (q as f64 - *z as f64))
             .collect()
     }
 

@@ -56,6 +56,7 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
     /// The trained model itself.
+    #[serde(with = "serde_yaml::with::singleton_map")]
     pub model: ModelKind,
     /// How inputs and weights are quantized.
     #[serde(default)]
@@ -214,9 +215,14 @@ pub struct QuantizationSpec {
     /// Bits per quantized weight (default 8).
     #[serde(default = "default_bits")]
     pub weight_bits: u8,
-    /// One quantizer per feature, or one for the whole input tensor (Concrete ML's choice).
+    /// One quantizer per feature (and one weight quantizer per output), or one
+    /// for the whole input tensor and one for the whole weight matrix
+    /// (Concrete ML's choice).
     #[serde(default)]
     pub input_granularity: Granularity,
+    /// Symmetric weights (zero point 0), or asymmetric as Concrete ML.
+    #[serde(default)]
+    pub weight_scheme: WeightScheme,
     /// Calibration range `[min, max]` per feature. Absent: calibrate from data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_ranges: Option<Vec<[f64; 2]>>,
@@ -232,6 +238,7 @@ impl Default for QuantizationSpec {
             input_bits: default_bits(),
             weight_bits: default_bits(),
             input_granularity: Granularity::default(),
+            weight_scheme: WeightScheme::default(),
             input_ranges: None,
         }
     }
@@ -246,6 +253,17 @@ pub enum Granularity {
     Feature,
     /// One scale and zero point for all features (Concrete ML's linear models).
     Tensor,
+}
+
+/// How weights are quantized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightScheme {
+    /// Narrow symmetric range, zero point 0 (default: no zero-point term).
+    #[default]
+    Symmetric,
+    /// Asymmetric over `[min, max]` of the weights (Concrete ML's choice).
+    Asymmetric,
 }
 
 /// Bundled data files.
@@ -321,8 +339,8 @@ impl ModelSpec {
             SpecError::Syntax {
                 file: origin.clone(),
                 location,
+                message: clean_serde_message(&inner.to_string(), &path),
                 path,
-                message: clean_serde_message(&inner.to_string()),
             }
         })?;
         let loaded = LoadedSpec {
@@ -394,9 +412,12 @@ impl ModelSpec {
 
 /// serde_yaml appends " at line L column C" to its messages; we print the
 /// position ourselves.
-fn clean_serde_message(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_owned(),
-        None => message.to_owned(),
-    }
+fn clean_serde_message(message: &str, path: &FieldPath) -> String {
+    let message = match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    // It may also start with the path, which the error prints already.
+    let prefix = format!("{path}: ");
+    message.strip_prefix(&prefix).unwrap_or(message).to_owned()
 }

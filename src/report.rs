@@ -1,0 +1,321 @@
+//! The main job: evaluate a spec's model on its bundled test split in float,
+//! in clear quantized integers and under FHE, and measure what it costs.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cml_runtime::data::Dataset;
+use cml_runtime::metrics;
+use cml_runtime::models::{CompileOptions, CompiledModel, Mode, Prediction};
+use cml_runtime::spec::{LoadedSpec, ModelSpec, Task};
+use cml_runtime::{DataError, Error, PFail};
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// Options of [`evaluate`].
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Failure-probability target.
+    pub p_fail: PFail,
+    /// Run under FHE (otherwise clear and simulate only).
+    pub fhe: bool,
+    /// How many samples to time one by one for single-sample latency.
+    pub latency_samples: usize,
+    /// Evaluate at most this many test samples (all when `None`).
+    pub limit: Option<usize>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            p_fail: PFail::default(),
+            fhe: true,
+            latency_samples: 20,
+            limit: None,
+        }
+    }
+}
+
+/// A score of predictions against the truth: accuracy for classifiers, R²
+/// (and MSE) for regressors.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Score {
+    /// Accuracy (classifiers) or R² (regressors).
+    pub primary: f64,
+    /// Mean squared error (regressors).
+    pub mse: Option<f64>,
+}
+
+impl Score {
+    fn of(task: Task, predicted: &[Prediction], truth: &[f64]) -> Self {
+        let values: Vec<f64> = predicted.iter().map(Prediction::value).collect();
+        match task {
+            Task::Classification => Self {
+                primary: metrics::accuracy(&values, truth),
+                mse: None,
+            },
+            Task::Regression => Self {
+                primary: metrics::r2(&values, truth),
+                mse: Some(metrics::mse(&values, truth)),
+            },
+        }
+    }
+}
+
+/// FHE measurements.
+#[derive(Debug, Clone, Serialize)]
+pub struct FheReport {
+    /// Score of FHE predictions.
+    pub score: Score,
+    /// Samples whose decrypted integers equal the clear run's.
+    pub agreement: usize,
+    /// Client key generation.
+    pub keygen_client: Duration,
+    /// Evaluation key generation (seeded form) plus expansion for the server.
+    pub keygen_evaluation: Duration,
+    /// Median end-to-end latency of one sample: quantize, encrypt, run, decrypt.
+    pub latency: Duration,
+    /// Median server-side run of one sample.
+    pub latency_run: Duration,
+    /// Samples per second when all test samples run in parallel.
+    pub throughput: f64,
+    /// Serialized client key, bytes.
+    pub client_key_bytes: usize,
+    /// Serialized seeded evaluation keys, bytes.
+    pub evaluation_key_bytes: usize,
+    /// Serialized encrypted input of one sample (seeded), bytes.
+    pub input_bytes: usize,
+    /// Serialized encrypted output of one sample, bytes.
+    pub output_bytes: usize,
+}
+
+/// What [`evaluate`] measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Model name.
+    pub name: String,
+    /// Classification or regression.
+    pub task: Task,
+    /// Test samples evaluated.
+    pub samples: usize,
+    /// Input bits.
+    pub input_bits: u8,
+    /// Weight bits.
+    pub weight_bits: u8,
+    /// Widest value of the program, bits.
+    pub max_bits: u32,
+    /// Bootstraps per prediction.
+    pub pbs_count: usize,
+    /// Score of the float model.
+    pub float: Score,
+    /// Largest difference between our float scores and the exporter's saved ones.
+    pub float_max_abs_diff: Option<f64>,
+    /// Samples where our float prediction equals the saved one.
+    pub float_prediction_agreement: Option<usize>,
+    /// Score of the quantized model in clear.
+    pub quantized: Score,
+    /// FHE measurements, when run.
+    pub fhe: Option<FheReport>,
+}
+
+/// Loads a spec and its test data.
+pub fn load(spec_path: &Path) -> Result<(LoadedSpec, Dataset, Option<Dataset>), Error> {
+    let loaded = ModelSpec::load(spec_path)?;
+    let features = loaded.spec.features().to_vec();
+    let test_path = loaded.test_path().ok_or_else(|| {
+        DataError::Empty(format!(
+            "{}: the spec names no test data (data.test)",
+            spec_path.display()
+        ))
+    })?;
+    let test = Dataset::from_csv(&test_path, &features)?;
+    let train = match loaded.train_path() {
+        Some(p) => Some(Dataset::from_csv(&p, &features)?),
+        None => None,
+    };
+    Ok((loaded, test, train))
+}
+
+/// Compiles a loaded spec, calibrating on the training split when the spec
+/// has no input ranges.
+pub fn compile(
+    loaded: &LoadedSpec,
+    train: Option<&Dataset>,
+    p_fail: PFail,
+) -> Result<CompiledModel, Error> {
+    let options = CompileOptions {
+        calibration: train.map(|t| t.features.view()),
+        p_fail,
+    };
+    CompiledModel::compile(&loaded.spec, &options)
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs.get(xs.len() / 2).copied().unwrap_or_default()
+}
+
+/// Evaluates a model on a test split. `progress` is called once per FHE sample.
+pub fn evaluate(
+    model: &CompiledModel,
+    test: &Dataset,
+    options: &RunOptions,
+    progress: &(dyn Fn() + Sync),
+) -> Result<Report, Error> {
+    let n = options.limit.map_or(test.len(), |l| l.min(test.len()));
+    let x = test.features.slice(ndarray::s![..n, ..]);
+    let truth: Vec<f64> = match &test.target {
+        Some(t) => t[..n].to_vec(),
+        None => return Err(DataError::Empty("the test data has no `target` column".into()).into()),
+    };
+    let task = model.spec.task();
+
+    let float: Vec<Prediction> = x
+        .rows()
+        .into_iter()
+        .map(|r| model.predict_float(&r.to_vec()))
+        .collect::<Result<_, _>>()?;
+    let float_max_abs_diff = test.scores.as_ref().map(|saved| {
+        float
+            .iter()
+            .zip(saved.rows())
+            .map(|(p, s)| {
+                p.scores
+                    .iter()
+                    .zip(s.iter())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f64::max)
+            })
+            .fold(0.0, f64::max)
+    });
+    let float_prediction_agreement = test.predictions.as_ref().map(|saved| {
+        float
+            .iter()
+            .zip(saved)
+            .filter(|(p, s)| match p.class() {
+                Some(c) => c as f64 == **s,
+                None => (p.value() - **s).abs() <= 1e-9 * s.abs().max(1.0),
+            })
+            .count()
+    });
+
+    let clear = model.predict(x, Mode::Clear)?;
+    let report_fhe = if options.fhe {
+        Some(measure_fhe(
+            model,
+            x,
+            &truth,
+            progress,
+            options.latency_samples,
+        )?)
+    } else {
+        None
+    };
+    Ok(Report {
+        name: model.spec.name.clone(),
+        task,
+        samples: n,
+        input_bits: model.spec.quantization.input_bits,
+        weight_bits: model.spec.quantization.weight_bits,
+        max_bits: model.analysis.max_bits(),
+        pbs_count: model.program.pbs_count(),
+        float: Score::of(task, &float, &truth),
+        float_max_abs_diff,
+        float_prediction_agreement,
+        quantized: Score::of(task, &clear, &truth),
+        fhe: report_fhe,
+    })
+}
+
+#[cfg(feature = "fhe")]
+fn measure_fhe(
+    model: &CompiledModel,
+    x: ndarray::ArrayView2<'_, f64>,
+    truth: &[f64],
+    progress: &(dyn Fn() + Sync),
+    latency_samples: usize,
+) -> Result<FheReport, Error> {
+    use cml_runtime::backend::tfhe::ClientKey;
+
+    let t = Instant::now();
+    let client = ClientKey::generate(&model.params);
+    let keygen_client = t.elapsed();
+    let t = Instant::now();
+    let compressed = client.compressed_evaluation_keys();
+    let evaluation_key_bytes = compressed.to_bytes()?.len();
+    let server = compressed.decompress();
+    let keygen_evaluation = t.elapsed();
+    let client_key_bytes = client.to_bytes()?.len();
+    let ranges = model.output_ranges();
+    let rows: Vec<Vec<f64>> = x.rows().into_iter().map(|r| r.to_vec()).collect();
+
+    // One sample at a time, as Concrete ML runs.
+    let mut e2e = Vec::new();
+    let mut run = Vec::new();
+    let (mut input_bytes, mut output_bytes) = (0, 0);
+    for r in rows.iter().cycle().take(latency_samples.max(1)) {
+        let t0 = Instant::now();
+        let q = model.quantize(r)?;
+        let ct = client.encrypt(&q)?;
+        let t1 = Instant::now();
+        let out = server.run(&model.program, &ct)?;
+        let t2 = Instant::now();
+        let decrypted = client.decrypt(&out, &ranges)?;
+        let _ = model.decode(&decrypted);
+        e2e.push(t0.elapsed());
+        run.push(t2 - t1);
+        input_bytes = ct.to_bytes()?.len();
+        output_bytes = out.to_bytes()?.len();
+    }
+
+    // All samples in parallel.
+    let t = Instant::now();
+    let results: Vec<(Vec<i64>, Prediction)> = rows
+        .par_iter()
+        .map(|r| -> Result<_, Error> {
+            let q = model.quantize(r)?;
+            let ct = client.encrypt(&q)?;
+            let out = server.run(&model.program, &ct)?;
+            let ints = client.decrypt(&out, &ranges)?;
+            let p = model.decode(&ints);
+            progress();
+            Ok((ints, p))
+        })
+        .collect::<Result<_, _>>()?;
+    let elapsed = t.elapsed();
+    let agreement = rows
+        .iter()
+        .zip(&results)
+        .map(|(r, (ints, _))| -> Result<bool, Error> {
+            Ok(model.program.eval_clear(&model.quantize(r)?)? == *ints)
+        })
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|&same| same)
+        .count();
+    let predictions: Vec<Prediction> = results.into_iter().map(|(_, p)| p).collect();
+    Ok(FheReport {
+        score: Score::of(model.spec.task(), &predictions, truth),
+        agreement,
+        keygen_client,
+        keygen_evaluation,
+        latency: median(e2e),
+        latency_run: median(run),
+        throughput: rows.len() as f64 / elapsed.as_secs_f64(),
+        client_key_bytes,
+        evaluation_key_bytes,
+        input_bytes,
+        output_bytes,
+    })
+}
+
+#[cfg(not(feature = "fhe"))]
+fn measure_fhe(
+    _model: &CompiledModel,
+    _x: ndarray::ArrayView2<'_, f64>,
+    _truth: &[f64],
+    _progress: &(dyn Fn() + Sync),
+    _latency_samples: usize,
+) -> Result<FheReport, Error> {
+    Err(cml_runtime::FheError::Mismatch("built without the `fhe` feature".into()).into())
+}

@@ -22,3 +22,8 @@
 pub mod report;
 
 pub use cml_runtime::*;
+
+/// The README's Rust examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -286,11 +286,14 @@ fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
             b.lwe_dimension, b.glwe_dimension, b.polynomial_size, b.pbs_base_log, b.pbs_level, b.ks_base_log, b.ks_level
         ),
     }
+    let per_pbs = if prog.pbs_count() == 0 {
+        "no PBS".to_string()
+    } else {
+        format!("per PBS 2^{:.1}", p.predicted.log2_p_fail_pbs)
+    };
     println!(
-        "  predicted p_fail: per PBS 2^{:.1}, per output 2^{:.1}, per prediction 2^{:.1}",
-        p.predicted.log2_p_fail_pbs,
-        p.predicted.log2_p_fail_output,
-        p.predicted.log2_p_fail_program
+        "  predicted p_fail: {per_pbs}, per output 2^{:.1}, per prediction 2^{:.1}",
+        p.predicted.log2_p_fail_output, p.predicted.log2_p_fail_program
     );
     let leveled_terms: usize = prog
         .ops

@@ -252,11 +252,14 @@ fn ks_cost(n_in: usize, n_out: usize, level: u32) -> f64 {
 /// N = 2048, k = 1, one level: about 20 ms per bootstrap on one core here).
 const MS_PER_UNIT: f64 = 20.0 / 95.0e6;
 
+/// `(base_log, level, variance)` of a decomposition.
+type Decomposition = (u32, u32, f64);
+
 /// Best decomposition base for each level count: the one with least variance.
 fn best_bases(
     levels: std::ops::RangeInclusive<u32>,
     variance: impl Fn(u32, u32) -> f64,
-) -> Vec<(u32, u32, f64)> {
+) -> Vec<Decomposition> {
     levels
         .map(|level| {
             (1..=(60 / level).max(1))
@@ -320,7 +323,7 @@ pub fn choose(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
 
     // Both variances are linear in their input dimension, so the best base per
     // level count does not depend on it: tabulate once per key size.
-    let ks_tables: Vec<(usize, Vec<(u32, u32, f64)>)> = LWE_DIMENSIONS
+    let ks_tables: Vec<(usize, Vec<Decomposition>)> = LWE_DIMENSIONS
         .step_by(LWE_STEP)
         .map(|n| {
             (

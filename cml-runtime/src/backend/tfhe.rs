@@ -626,6 +626,24 @@ fn accumulator(
     allocate_and_trivially_encrypt_new_glwe_ciphertext(bsk.glwe_size(), &plaintexts, native())
 }
 
+macro_rules! summary_debug {
+    ($ty:ty, $($field:literal => $value:expr),*) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let this = self;
+                let _ = this;
+                f.debug_struct(stringify!($ty))
+                    $(.field($field, &$value(this)))*
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+summary_debug!(CompressedEvaluationKeys, "params" => |k: &Self| k.params, "bootstrap" => |k: &Self| k.bsk.is_some());
+summary_debug!(EncryptedInput, "values" => |c: &Self| c.count, "message_bits" => |c: &Self| c.params.message_bits);
+summary_debug!(EncryptedOutput, "values" => |c: &Self| c.len(), "message_bits" => |c: &Self| c.params.message_bits);
+
 fn conformance(what: &'static str) -> FheError {
     FheError::Deserialize {
         what,
@@ -642,18 +660,15 @@ struct EnvelopeRef<'a, T> {
 }
 
 #[derive(Deserialize)]
-struct Envelope<T> {
+struct Header {
     kind: String,
     version: u16,
     params: FheParams,
-    payload: T,
 }
 
 fn bincode_options() -> impl bincode::Options {
     use bincode::Options;
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .reject_trailing_bytes()
+    bincode::DefaultOptions::new().with_fixint_encoding()
 }
 
 fn to_bytes<T: Serialize>(
@@ -699,23 +714,34 @@ fn from_bytes<T: DeserializeOwned>(
     let body = bytes
         .strip_prefix(MAGIC.as_slice())
         .ok_or_else(|| err("not a cml object (bad header)".into()))?;
+    // The header first, so that the wrong kind of object or version is named
+    // as such rather than failing somewhere inside the payload.
+    let mut reader = body;
+    let header: Header = bincode_options()
+        .with_limit(limit)
+        .deserialize_from(&mut reader)
+        .map_err(|e| err(e.to_string()))?;
+    if header.kind != kind {
+        return Err(err(format!("these bytes hold {}", header.kind)));
+    }
+    if header.version != FORMAT_VERSION {
+        return Err(err(format!(
+            "format version {} is not supported (expected {FORMAT_VERSION})",
+            header.version
+        )));
+    }
     // `tfhe`'s entity constructors assert on inconsistent sizes; a hostile
     // payload must be an error, not a panic.
-    let decoded = std::panic::catch_unwind(|| {
-        bincode_options()
+    let payload = std::panic::catch_unwind(move || {
+        let payload: Result<T, _> = bincode_options()
             .with_limit(limit)
-            .deserialize::<Envelope<T>>(body)
+            .deserialize_from(&mut reader);
+        payload.map(|p| (p, reader.is_empty()))
     })
     .map_err(|_| err("inconsistent sizes".into()))?
     .map_err(|e| err(e.to_string()))?;
-    if decoded.kind != kind {
-        return Err(err(format!("found a {} instead", decoded.kind)));
+    match payload {
+        (payload, true) => Ok((header.params, payload)),
+        (_, false) => Err(err("trailing bytes after the object".into())),
     }
-    if decoded.version != FORMAT_VERSION {
-        return Err(err(format!(
-            "format version {} is not supported (expected {FORMAT_VERSION})",
-            decoded.version
-        )));
-    }
-    Ok((decoded.params, decoded.payload))
 }

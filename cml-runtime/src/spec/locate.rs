@@ -132,9 +132,7 @@ impl SourceMap {
             if let Some(loc) = self.nodes.get(&probe) {
                 return Some(*loc);
             }
-            if probe.0.pop().is_none() {
-                return None;
-            }
+            probe.0.pop()?;
         }
     }
 }

@@ -417,7 +417,11 @@ fn clean_serde_message(message: &str, path: &FieldPath) -> String {
         Some(i) => &message[..i],
         None => message,
     };
-    // It may also start with the path, which the error prints already.
-    let prefix = format!("{path}: ");
-    message.strip_prefix(&prefix).unwrap_or(message).to_owned()
+    // It may also start with the path or an ancestor of it, which the error
+    // prints already.
+    let full = path.to_string();
+    match message.split_once(": ") {
+        Some((head, rest)) if !head.contains(' ') && full.starts_with(head) => rest.to_owned(),
+        _ => message.to_owned(),
+    }
 }

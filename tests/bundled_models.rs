@@ -1,0 +1,103 @@
+//! Every bundled spec, on its whole test split: our float model reproduces
+//! the exporter's saved scikit-learn outputs, quantized accuracy stays within
+//! one point of float at 8 bits, and FHE predictions equal the clear
+//! quantized ones on every sample.
+
+use std::path::{Path, PathBuf};
+
+use cml::data::Dataset;
+use cml::models::{CompiledModel, Mode};
+use cml::report;
+use cml::spec::{LoadedSpec, Task};
+
+fn bundled() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("specs");
+    let mut specs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    specs.sort();
+    assert!(
+        specs.len() >= 5,
+        "expected the bundled specs, found {specs:?}"
+    );
+    specs
+}
+
+fn load(path: &Path) -> (LoadedSpec, Dataset, CompiledModel) {
+    let (loaded, test, train) = report::load(path).unwrap();
+    let model = report::compile(&loaded, train.as_ref(), cml::PFail::default()).unwrap();
+    (loaded, test, model)
+}
+
+#[test]
+fn float_model_reproduces_scikit_learn() {
+    for path in bundled() {
+        let (_, test, model) = load(&path);
+        let saved_scores = test.scores.as_ref().expect("saved scores");
+        let saved_predictions = test.predictions.as_ref().expect("saved predictions");
+        for (i, row) in test.features.rows().into_iter().enumerate() {
+            let p = model.predict_float(&row.to_vec()).unwrap();
+            for (a, b) in p.scores.iter().zip(saved_scores.row(i)) {
+                assert!(
+                    (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                    "{}: sample {i}: score {a} vs saved {b}",
+                    path.display()
+                );
+            }
+            let want = saved_predictions[i];
+            assert!(
+                (p.value() - want).abs() <= 1e-9 * want.abs().max(1.0),
+                "{}: sample {i}: prediction {} vs saved {want}",
+                path.display(),
+                p.value()
+            );
+        }
+    }
+}
+
+#[test]
+fn quantized_accuracy_is_within_one_point_of_float() {
+    for path in bundled() {
+        let (loaded, test, model) = load(&path);
+        assert_eq!(loaded.spec.quantization.input_bits, 8);
+        let options = report::RunOptions {
+            fhe: false,
+            ..Default::default()
+        };
+        let r = report::evaluate(&model, &test, &options, &|| {}).unwrap();
+        // One point of accuracy; for regressors, R² within 0.01.
+        assert!(
+            r.quantized.primary >= r.float.primary - 0.01,
+            "{}: quantized {} vs float {}",
+            path.display(),
+            r.quantized.primary,
+            r.float.primary
+        );
+        if loaded.spec.task() == Task::Classification {
+            assert!(
+                r.float.primary > 0.9,
+                "{}: float accuracy {}",
+                path.display(),
+                r.float.primary
+            );
+        }
+    }
+}
+
+#[test]
+fn fhe_equals_clear_on_every_test_sample() {
+    for path in bundled() {
+        let (_, test, model) = load(&path);
+        let x = test.features.view();
+        let clear = model.predict(x, Mode::Clear).unwrap();
+        let simulated = model.predict(x, Mode::Simulate).unwrap();
+        let fhe = model.predict(x, Mode::Execute).unwrap();
+        assert_eq!(clear.len(), test.len());
+        assert_eq!(simulated, clear, "{}: simulate vs clear", path.display());
+        for (i, (f, c)) in fhe.iter().zip(&clear).enumerate() {
+            assert_eq!(f, c, "{}: sample {i}: FHE vs clear", path.display());
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The `cml` binary: the main job, inspection, and errors on bad input.
+
+use std::process::Command;
+
+fn cml(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cml"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn run_reports_float_quantized_and_fhe() {
+    let (ok, stdout, stderr) = cml(&["run", "specs/iris_logreg.yaml"]);
+    assert!(ok, "{stderr}");
+    for needle in [
+        "model      iris_logreg (30 test samples)",
+        "float      accuracy",
+        "quantized  accuracy",
+        "fhe        accuracy",
+        "FHE == clear quantized on 30/30 samples",
+        "latency",
+        "throughput",
+        "evaluation keys",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "`{needle}` missing from:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn run_as_json() {
+    let (ok, stdout, stderr) = cml(&[
+        "run",
+        "specs/diabetes_ridge.yaml",
+        "--limit",
+        "10",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["samples"], 10);
+    assert_eq!(report["fhe"]["agreement"], 10);
+    assert_eq!(report["pbs_count"], 0);
+}
+
+#[test]
+fn inspect_shows_program_and_parameters() {
+    let (ok, stdout, stderr) = cml(&["inspect", "specs/breast_cancer_logreg.yaml"]);
+    assert!(ok, "{stderr}");
+    for needle in [
+        "inputs (30):",
+        "= linear  ",
+        "PBS per prediction: 0",
+        "no bootstrapping: leveled only",
+        "predicted p_fail",
+        "estimated server cost",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "`{needle}` missing from:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_message_not_a_panic() {
+    let dir = std::env::temp_dir().join(format!("cml-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "format: cml/v1\nname: x\nmodel:\n  linear:\n    estimator: lasso\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = cml(&["run", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("bad.yaml:5:"), "{stderr}");
+    assert!(stderr.contains("missing field `task`"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (ok, _, stderr) = cml(&["inspect", "no/such/spec.yaml"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("no/such/spec.yaml: cannot read spec"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -1,0 +1,72 @@
+//! Table lookups (programmable bootstrapping) under real TFHE, on their own,
+//! for 1- to 8-bit inputs: every decrypted result equals the clear table.
+
+use cml::backend::tfhe::ClientKey;
+use cml::params::{choose, Needs, PFail};
+use cml::program::{Interval, Op, Program, Table};
+
+/// `y = t[x + shift]` for `x` in `[0, 2^bits)`: one PBS whose input first goes
+/// through a leveled op, so the keyswitch sees a linear combination.
+fn table_program(bits: u32) -> Program {
+    let hi = (1i64 << bits) - 1;
+    let mut p = Program::new(vec![Interval::new(0, hi)]);
+    // A signed shift exercises the offset before the bootstrap.
+    let shifted = p.push(Op::Linear {
+        terms: vec![(0, 1)],
+        constant: -3,
+    });
+    // A non-linear, signed table: (v² mod 2^bits) − 2^(bits−1).
+    let half = 1i64 << (bits - 1);
+    let t = p.add_table(Table::from_fn("square", -3..=hi - 3, move |v| {
+        (v * v).rem_euclid(1 << bits) - half
+    }));
+    let y = p.push(Op::Lut {
+        input: shifted,
+        table: t,
+    });
+    p.outputs = vec![y];
+    p
+}
+
+fn check_bits(bits: u32, samples: &[i64]) {
+    let program = table_program(bits);
+    let analysis = program.analyze().unwrap();
+    let params = choose(&Needs::of(&program, &analysis), PFail::default()).unwrap();
+    assert!(params.pbs.is_some());
+    assert!(params.predicted.log2_p_fail_pbs <= -40.0);
+    let client = ClientKey::generate(&params);
+    let server = client.evaluation_keys();
+    let ranges = [analysis.values[program.outputs[0]].range];
+    for &x in samples {
+        let ct = client.encrypt(&[x]).unwrap();
+        let out = server.run(&program, &ct).unwrap();
+        let got = client.decrypt(&out, &ranges).unwrap();
+        let want = program.eval_clear(&[x]).unwrap();
+        assert_eq!(got, want, "{bits}-bit table, input {x}");
+    }
+}
+
+/// Every input of the table for small precisions.
+#[test]
+fn tables_of_1_to_5_bits_are_exact_on_every_input() {
+    for bits in 1..=5 {
+        let all: Vec<i64> = (0..1i64 << bits).collect();
+        check_bits(bits, &all);
+    }
+}
+
+/// 6 and 7 bits: a spread of inputs including both ends.
+#[test]
+fn tables_of_6_and_7_bits_are_exact() {
+    for bits in 6..=7 {
+        let hi = (1i64 << bits) - 1;
+        let samples: Vec<i64> = (0..=hi).step_by(5).chain([hi]).collect();
+        check_bits(bits, &samples);
+    }
+}
+
+/// 8 bits: the widest the foundation needs (trees and networks build on it).
+#[test]
+fn tables_of_8_bits_are_exact() {
+    check_bits(8, &[0, 1, 2, 3, 77, 128, 200, 254, 255]);
+}

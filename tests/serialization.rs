@@ -1,0 +1,117 @@
+//! Keys and ciphertexts round-trip through bytes; bytes that are truncated,
+//! corrupted, of another kind, over the size limit or for other parameters
+//! give errors, never panics.
+
+use cml::backend::tfhe::{ClientKey, CompressedEvaluationKeys, EncryptedInput, EncryptedOutput};
+use cml::params::{choose, Needs, PFail};
+use cml::program::{Interval, Op, Program, Table};
+use cml::FheError;
+
+const LIMIT: u64 = 1 << 30;
+
+/// A small program with one table lookup, so every key kind is exercised.
+fn program() -> Program {
+    let mut p = Program::new(vec![Interval::new(0, 3), Interval::new(0, 3)]);
+    let s = p.push(Op::Linear {
+        terms: vec![(0, 1), (1, 2)],
+        constant: 0,
+    });
+    let t = p.add_table(Table::from_fn("half", 0..=9, |v| v / 2));
+    let y = p.push(Op::Lut { input: s, table: t });
+    p.outputs = vec![y, s];
+    p
+}
+
+#[test]
+fn everything_round_trips_and_bad_bytes_are_errors() {
+    let p = program();
+    let a = p.analyze().unwrap();
+    let params = choose(&Needs::of(&p, &a), PFail::default()).unwrap();
+    let ranges: Vec<Interval> = p.outputs.iter().map(|&o| a.values[o].range).collect();
+
+    let client = ClientKey::generate(&params);
+    let client = ClientKey::from_bytes(&client.to_bytes().unwrap(), LIMIT).unwrap();
+    let keys_bytes = client.compressed_evaluation_keys().to_bytes().unwrap();
+    let server = CompressedEvaluationKeys::from_bytes(&keys_bytes, LIMIT, &params)
+        .unwrap()
+        .decompress();
+
+    let input = client.encrypt(&[3, 2]).unwrap();
+    let input_bytes = input.to_bytes().unwrap();
+    let input = EncryptedInput::from_bytes(&input_bytes, LIMIT, &params).unwrap();
+    let out = server.run(&p, &input).unwrap();
+    let out_bytes = out.to_bytes().unwrap();
+    let out = EncryptedOutput::from_bytes(&out_bytes, LIMIT, &params).unwrap();
+    assert_eq!(client.decrypt(&out, &ranges).unwrap(), vec![3, 7]);
+
+    // Truncated at many points, and single bytes flipped: errors only.
+    for bytes in [&keys_bytes, &input_bytes, &out_bytes] {
+        for cut in [0, 1, 4, 5, 20, bytes.len() / 2, bytes.len() - 1] {
+            assert!(EncryptedInput::from_bytes(&bytes[..cut], LIMIT, &params).is_err());
+            assert!(EncryptedOutput::from_bytes(&bytes[..cut], LIMIT, &params).is_err());
+            assert!(CompressedEvaluationKeys::from_bytes(&bytes[..cut], LIMIT, &params).is_err());
+        }
+    }
+    for i in (0..input_bytes.len()).step_by(7) {
+        let mut bad = input_bytes.clone();
+        bad[i] ^= 0xA5;
+        // Flipping a ciphertext coefficient may still parse; sizes, kinds and
+        // parameters may not. Either way: no panic.
+        let _ = EncryptedInput::from_bytes(&bad, LIMIT, &params);
+    }
+
+    // Wrong kind of object.
+    let err = EncryptedOutput::from_bytes(&input_bytes, LIMIT, &params).unwrap_err();
+    assert!(
+        err.to_string().contains("these bytes hold encrypted input"),
+        "{err}"
+    );
+    // Over the size limit.
+    let err = CompressedEvaluationKeys::from_bytes(&keys_bytes, 1000, &params).unwrap_err();
+    assert!(
+        err.to_string().contains("exceed the 1000-byte limit"),
+        "{err}"
+    );
+    // Not ours at all.
+    let err = EncryptedInput::from_bytes(b"hello world", LIMIT, &params).unwrap_err();
+    assert!(err.to_string().contains("bad header"), "{err}");
+    // Other parameters.
+    let mut other = params;
+    other.message_bits += 1;
+    assert!(matches!(
+        EncryptedInput::from_bytes(&input_bytes, LIMIT, &other),
+        Err(FheError::Deserialize { .. })
+    ));
+    assert!(matches!(
+        CompressedEvaluationKeys::from_bytes(&keys_bytes, LIMIT, &other),
+        Err(FheError::Mismatch(_))
+    ));
+}
+
+#[test]
+fn server_refuses_mismatched_inputs() {
+    let p = program();
+    let a = p.analyze().unwrap();
+    let params = choose(&Needs::of(&p, &a), PFail::default()).unwrap();
+    let client = ClientKey::generate(&params);
+    let server = client.evaluation_keys();
+    let err = server.run(&p, &client.encrypt(&[1]).unwrap()).unwrap_err();
+    assert!(
+        err.to_string().contains("program takes 2 inputs, got 1"),
+        "{err}"
+    );
+    // A program wider than the keys' message space.
+    let mut wide = Program::new(vec![Interval::new(0, 1 << 20); 2]);
+    let s = wide.push(Op::Linear {
+        terms: vec![(0, 1), (1, 1)],
+        constant: 0,
+    });
+    wide.outputs = vec![s];
+    let err = server
+        .run(&wide, &client.encrypt(&[1, 1]).unwrap())
+        .unwrap_err();
+    assert!(err.to_string().contains("bits of message space"), "{err}");
+    // Values outside the message space cannot be encrypted.
+    let err = client.encrypt(&[1 << 40, 0]).unwrap_err();
+    assert!(err.to_string().contains("does not fit"), "{err}");
+}

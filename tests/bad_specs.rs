@@ -112,7 +112,7 @@ fn too_many_intercepts() {
         &err,
         "model.linear.intercepts",
         12,
-        "expected 1 elements, found 2",
+        "expected 1 element, found 2",
     );
 }
 

@@ -99,7 +99,7 @@ pub enum SpecProblem {
     #[error("name `{0}` must be non-empty lowercase letters, digits and `_`")]
     Name(String),
     /// Wrong number of elements.
-    #[error("expected {expected} elements, found {found}")]
+    #[error("expected {expected} element{}, found {found}", if *expected == 1 { "" } else { "s" })]
     Length {
         /// Expected count.
         expected: usize,

@@ -1,8 +1,10 @@
 //! Crypto parameters chosen per program from its bit-widths and weight norms.
 //!
 //! Every value is encrypted as an LWE ciphertext of `message_bits` bits of
-//! message space at `Δ = 2^(64 − message_bits)`. A program without tables
-//! needs only one LWE key: its dimension is the smallest that keeps the
+//! message space at `Δ = 2^(64 − message_bits)` (one width for the whole
+//! program, with a padding bit when it has tables). Inputs are packed as the
+//! coefficients of GLWE ciphertexts. A program without tables needs only that
+//! GLWE key: `N` covers the inputs and `k` is the smallest that keeps the
 //! output decryptions under the failure target at 132-bit security. A program
 //! with tables uses the KS-PBS pattern (values under a GLWE key of dimension
 //! `k·N` as an LWE key; keyswitch to a small key of dimension `n`; modulus
@@ -101,8 +103,9 @@ impl Needs {
         }
     }
 
-    /// Reads the needs off an analyzed program. Table inputs get one padding
-    /// bit above their range; outputs need none.
+    /// Reads the needs off an analyzed program. The message width is the
+    /// widest value's, plus one padding bit for the whole program when it has
+    /// tables (their inputs need it; one width serves every value).
     pub fn of(program: &Program, analysis: &Analysis) -> Self {
         let mut needs = Self {
             message_bits: 1,

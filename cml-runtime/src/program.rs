@@ -233,30 +233,38 @@ impl Program {
     /// Proves a range and a noise weight for every value, checking that ops
     /// refer to earlier values, that nothing overflows 64 bits and that tables
     /// cover their inputs.
+    ///
+    /// Noise is tracked exactly as a combination of independent sources (each
+    /// fresh input encryption, each bootstrap output), so a value that reaches
+    /// a sum through several paths (`x + x`, or `y − x` with `y = x + z`)
+    /// gets the variance of its net coefficient, not of each path apart.
     pub fn analyze(&self) -> Result<Analysis, ProgramError> {
-        let mut values: Vec<ValueInfo> = self
-            .inputs
-            .iter()
-            .map(|&range| ValueInfo {
+        let n_inputs = self.inputs.len();
+        let mut values: Vec<ValueInfo> = Vec::with_capacity(self.n_values());
+        // Per value: its noise as (source value id, coefficient), sorted by source.
+        let mut sources: Vec<Vec<(usize, f64)>> = Vec::with_capacity(self.n_values());
+        for (i, &range) in self.inputs.iter().enumerate() {
+            values.push(ValueInfo {
                 range,
                 noise: NoiseWeight {
                     fresh: 1.0,
                     bootstrapped: 0.0,
                 },
-            })
-            .collect();
+            });
+            sources.push(vec![(i, 1.0)]);
+        }
         for (i, op) in self.ops.iter().enumerate() {
-            let id = self.inputs.len() + i;
+            let id = n_inputs + i;
             let get = |v: ValueId| {
                 values
                     .get(v)
                     .copied()
                     .ok_or(ProgramError::Dangling { op: i, value: v })
             };
-            let info = match op {
+            let (info, noise_sources) = match op {
                 Op::Linear { terms, constant } => {
                     let (mut lo, mut hi) = (*constant as i128, *constant as i128);
-                    let mut noise = NoiseWeight::default();
+                    let mut combined: std::collections::BTreeMap<usize, f64> = Default::default();
                     for &(v, w) in terms {
                         let x = get(v)?;
                         let (a, b) = (
@@ -265,19 +273,31 @@ impl Program {
                         );
                         lo += a.min(b);
                         hi += a.max(b);
-                        let w2 = (w as f64) * (w as f64);
-                        noise.fresh += w2 * x.noise.fresh;
-                        noise.bootstrapped += w2 * x.noise.bootstrapped;
+                        for &(src, c) in &sources[v] {
+                            *combined.entry(src).or_insert(0.0) += w as f64 * c;
+                        }
                     }
                     let fits = |v: i128| i64::try_from(v).is_ok();
                     // Keep headroom so spans and offsets stay in range.
                     if !fits(lo * 2) || !fits(hi * 2) {
                         return Err(ProgramError::Overflow { value: id });
                     }
-                    ValueInfo {
+                    let mut noise = NoiseWeight::default();
+                    for (&src, &c) in &combined {
+                        if src < n_inputs {
+                            noise.fresh += c * c;
+                        } else {
+                            noise.bootstrapped += c * c;
+                        }
+                    }
+                    let info = ValueInfo {
                         range: Interval::new(lo as i64, hi as i64),
                         noise,
-                    }
+                    };
+                    (
+                        info,
+                        combined.into_iter().filter(|(_, c)| *c != 0.0).collect(),
+                    )
                 }
                 Op::Lut { input, table } => {
                     let x = get(*input)?;
@@ -310,16 +330,18 @@ impl Program {
                     {
                         return Err(ProgramError::Overflow { value: id });
                     }
-                    ValueInfo {
+                    let info = ValueInfo {
                         range: Interval::new(lo, hi),
                         noise: NoiseWeight {
                             fresh: 0.0,
                             bootstrapped: 1.0,
                         },
-                    }
+                    };
+                    (info, vec![(id, 1.0)])
                 }
             };
             values.push(info);
+            sources.push(noise_sources);
         }
         for &o in &self.outputs {
             if o >= values.len() {
@@ -416,6 +438,28 @@ mod tests {
         );
         assert_eq!(a.values[3].noise.fresh, (127.0f64 * 127.0) * 2.0 + 25.0);
         assert_eq!(p.eval_clear(&[255, 0, 255]).unwrap(), vec![132 * 255 - 10]);
+    }
+
+    #[test]
+    fn noise_counts_net_coefficients_per_source() {
+        let mut p = Program::new(vec![Interval::new(0, 3); 2]);
+        // x + x has four times the variance of x, not twice.
+        let twice = p.push(Op::Linear {
+            terms: vec![(0, 1), (0, 1)],
+            constant: 0,
+        });
+        // y = x0 + x1, then y − x0 = x1: one unit of noise, not three.
+        let y = p.push(Op::Linear {
+            terms: vec![(0, 1), (1, 1)],
+            constant: 0,
+        });
+        let back = p.push(Op::Linear {
+            terms: vec![(y, 1), (0, -1)],
+            constant: 0,
+        });
+        let a = p.analyze().unwrap();
+        assert_eq!(a.values[twice].noise.fresh, 4.0);
+        assert_eq!(a.values[back].noise.fresh, 1.0);
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl std::fmt::Debug for EvaluationKeys {
 }
 
 /// Encrypted program inputs: the values are the coefficients of seeded GLWE
-/// ciphertexts (one mask seed and one body polynomial per `N` values).
+/// ciphertexts (one body polynomial per `N` values, one seed for all masks).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct EncryptedInput {
     params: FheParams,

@@ -243,8 +243,10 @@ pub struct CompiledModel {
 }
 
 impl CompiledModel {
-    /// Quantizes the model, builds its program and chooses its parameters.
+    /// Checks the spec, quantizes the model, builds its program and chooses
+    /// its parameters.
     pub fn compile(spec: &ModelSpec, options: &CompileOptions<'_>) -> Result<Self, Error> {
+        spec.check(format!("spec `{}`", spec.name))?;
         let (program, encoder, decoder) = match &spec.model {
             ModelKind::Linear(l) => {
                 let low = linear::lower(l, &spec.quantization, options.calibration)?;

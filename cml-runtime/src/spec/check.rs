@@ -184,7 +184,11 @@ fn check_linear(c: &Checker<'_>, path: &FieldPath, linear: &LinearSpec) -> Resul
         (Some(_), Task::Regression) => {
             return Err(c.fail(path.key("classes"), SpecProblem::Unexpected("classes")));
         }
-        (None, Task::Regression) => {}
+        (None, Task::Regression) => {
+            // Several outputs would need a multi-output decoder; refuse
+            // rather than silently predict from the first row.
+            c.len(path.key("coefficients"), rows, 1)?;
+        }
     }
     for (r, row) in linear.coefficients.iter().enumerate() {
         let rpath = path.key("coefficients").index(r);

@@ -125,6 +125,11 @@ impl SourceMap {
         }
     }
 
+    /// A map from already known positions (the DSL's).
+    pub fn from_nodes(nodes: HashMap<FieldPath, Location>) -> Self {
+        Self { nodes }
+    }
+
     /// The position of `path`, or of its nearest ancestor that exists.
     pub fn locate(&self, path: &FieldPath) -> Option<Location> {
         let mut probe = path.clone();

@@ -25,6 +25,7 @@
 //! ```
 
 mod check;
+pub mod dsl;
 pub mod locate;
 
 use std::path::{Path, PathBuf};
@@ -352,7 +353,8 @@ impl ModelSpec {
         Ok(loaded)
     }
 
-    /// Reads, parses and checks a YAML spec file.
+    /// Reads, parses and checks a spec file: the DSL for `.cml` files, YAML
+    /// otherwise.
     pub fn load(path: impl AsRef<Path>) -> Result<LoadedSpec, SpecError> {
         let path = path.as_ref();
         let io = |source| SpecError::Io {
@@ -368,7 +370,21 @@ impl ModelSpec {
             });
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
-        Self::load_str(&text, path)
+        if path.extension().is_some_and(|e| e == "cml") {
+            Self::load_dsl_str(&text, path)
+        } else {
+            Self::load_str(&text, path)
+        }
+    }
+
+    /// Runs the semantic checks on a spec built in code (files are checked
+    /// when they load). Errors name `origin` and the field, without a line.
+    pub fn check(&self, origin: impl AsRef<Path>) -> Result<(), SpecError> {
+        check::check(&LoadedSpec {
+            spec: self.clone(),
+            origin: origin.as_ref().to_path_buf(),
+            source_map: SourceMap::default(),
+        })
     }
 
     /// The linear model, if this spec holds one.
@@ -412,7 +428,7 @@ impl ModelSpec {
 
 /// serde_yaml appends " at line L column C" to its messages; we print the
 /// position ourselves.
-fn clean_serde_message(message: &str, path: &FieldPath) -> String {
+pub(crate) fn clean_serde_message(message: &str, path: &FieldPath) -> String {
     let message = match message.rfind(" at line ") {
         Some(i) => &message[..i],
         None => message,

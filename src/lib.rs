@@ -21,6 +21,7 @@
 
 pub mod report;
 
+pub use cml_macros::fhe_model;
 pub use cml_runtime::*;
 
 /// The README's Rust examples, compiled as doc tests so they stay true.

@@ -21,6 +21,19 @@ impl fmt::Display for At<'_> {
     }
 }
 
+/// Prints `field `path`: ` unless the path is the document root.
+struct Field<'a>(&'a FieldPath);
+
+impl fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_root() {
+            Ok(())
+        } else {
+            write!(f, "field `{}`: ", self.0)
+        }
+    }
+}
+
 /// A spec that cannot be read, parsed or accepted.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -45,7 +58,7 @@ pub enum SpecError {
     },
     /// YAML that does not parse into the spec structure (unknown or missing
     /// field, wrong type, bad syntax).
-    #[error("{}{}: field `{path}`: {message}", file.display(), At(location))]
+    #[error("{}{}: {}{message}", file.display(), At(location), Field(path))]
     Syntax {
         /// The spec file.
         file: PathBuf,
@@ -57,7 +70,7 @@ pub enum SpecError {
         message: String,
     },
     /// A spec that parses but is not a valid model.
-    #[error("{}{}: field `{path}`: {problem}", file.display(), At(location))]
+    #[error("{}{}: {}{problem}", file.display(), At(location), Field(path))]
     Invalid {
         /// The spec file.
         file: PathBuf,

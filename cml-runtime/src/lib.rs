@@ -15,6 +15,7 @@
 
 pub mod backend;
 pub mod data;
+pub mod embed;
 pub mod error;
 pub mod metrics;
 pub mod models;
@@ -26,5 +27,6 @@ pub mod spec;
 
 pub use error::{DataError, Error, FheError, ProgramError, Result, SpecError};
 pub use models::{CompiledModel, Mode, Prediction};
+pub use ndarray;
 pub use params::{FheParams, PFail};
 pub use spec::ModelSpec;

@@ -99,6 +99,11 @@ pub fn log2_p_fail(z: f64) -> f64 {
 /// `log2_p` (which must be negative).
 pub fn z_for_log2_p_fail(log2_p: f64) -> f64 {
     let (mut lo, mut hi) = (0.0f64, 64.0f64);
+    // Widen until the bracket holds the target (deep targets need large z).
+    while log2_p_fail(hi) > log2_p && hi < 1e12 {
+        lo = hi;
+        hi *= 2.0;
+    }
     for _ in 0..200 {
         let mid = 0.5 * (lo + hi);
         if log2_p_fail(mid) > log2_p {
@@ -137,9 +142,12 @@ mod tests {
 
     #[test]
     fn inverse_tail() {
-        for target in [-8.0, -40.0, -64.0, -128.0] {
+        for target in [-8.0, -40.0, -64.0, -128.0, -1e4, -1e6] {
             let z = z_for_log2_p_fail(target);
-            assert!((log2_p_fail(z) - target).abs() < 1e-6, "{target}");
+            assert!(
+                (log2_p_fail(z) - target).abs() < 1e-6 * target.abs(),
+                "{target}"
+            );
         }
     }
 }

@@ -128,9 +128,8 @@ impl Lowering<'_> {
     }
 
     fn value(&mut self, pair: Pair<'_, Rule>, path: &FieldPath) -> Result<Value, SpecError> {
-        self.nodes
-            .entry(path.clone())
-            .or_insert_with(|| location(&pair));
+        // A field's value, not its key, is what an error about it points at.
+        self.nodes.insert(path.clone(), location(&pair));
         Ok(match pair.as_rule() {
             Rule::list => {
                 let mut items = Vec::new();
@@ -249,11 +248,16 @@ fn describe(variant: &pest::error::ErrorVariant<Rule>) -> String {
                     _ => "something else",
                 })
                 .collect();
+            let mut names = names;
+            // After a name, pest only lists the section's `{`; a field's `:`
+            // is just as expected there.
+            if names == ["`{`"] {
+                names = vec!["`:`", "`{`"];
+            }
+            names.dedup();
             if names.is_empty() {
                 "syntax error".into()
             } else {
-                let mut names = names;
-                names.dedup();
                 format!("syntax error: expected {}", names.join(" or "))
             }
         }
@@ -323,5 +327,24 @@ mod tests {
         // Unknown fields too.
         let err = ModelSpec::from_dsl_str(&src.replace("link:", "lnk:"), "x.cml").unwrap_err();
         assert!(err.to_string().contains("unknown field `lnk`"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod doc_examples {
+    use super::*;
+
+    /// The examples of `docs/dsl.md` load (the doc says so).
+    #[test]
+    fn docs_dsl_examples_load() {
+        let doc = include_str!("../../../docs/dsl.md");
+        let mut found = 0;
+        for block in doc.split("```text\n").skip(1) {
+            let source = block.split("```").next().unwrap();
+            ModelSpec::from_dsl_str(source, "docs/dsl.md")
+                .unwrap_or_else(|e| panic!("{e}\n{source}"));
+            found += 1;
+        }
+        assert_eq!(found, 5);
     }
 }

@@ -1,0 +1,20 @@
+use cml_macros::fhe_model;
+
+// A field given twice.
+fhe_model! {
+    pub model Tiny {
+        linear {
+            estimator: logistic_regression
+            task: classification
+            link: sigmoid
+            link: softmax
+            features: [a, b, c]
+            classes: [no, yes]
+            coefficients: [[0.5, -1.0, 2.0]]
+            intercepts: [0.25]
+        }
+        quantization { input_ranges: [[0.0, 1.0], [-1.0, 1.0], [0.0, 10.0]] }
+    }
+}
+
+fn main() {}

@@ -1,0 +1,19 @@
+use cml_macros::fhe_model;
+
+// One-bit symmetric weights hold nothing but zero.
+fhe_model! {
+    pub model OneBit {
+        linear {
+            estimator: logistic_regression
+            task: classification
+            link: sigmoid
+            features: [a, b, c]
+            classes: [no, yes]
+            coefficients: [[0.5, -1.0, 2.0]]
+            intercepts: [0.25]
+        }
+        quantization { weight_bits: 1, input_ranges: [[0.0, 1.0], [-1.0, 1.0], [0.0, 10.0]] }
+    }
+}
+
+fn main() {}

@@ -1,0 +1,151 @@
+//! For every bundled spec, the code `fhe_model!` generates and the runtime
+//! loading the same YAML give identical clear and FHE outputs.
+
+use cml::fhe_model;
+use cml::models::{CompileOptions, CompiledModel, Mode};
+use cml::report;
+
+fhe_model!(BreastCancerLogreg = "specs/breast_cancer_logreg.yaml");
+fhe_model!(BreastCancerSvc = "specs/breast_cancer_linear_svc.yaml");
+fhe_model!(IrisLogreg = "specs/iris_logreg.yaml");
+fhe_model!(DiabetesRidge = "specs/diabetes_ridge.yaml");
+fhe_model!(DiabetesLinear = "specs/diabetes_linear_regression.yaml");
+fhe_model!(DiabetesPoisson = "specs/diabetes_poisson.yaml");
+
+/// Compares a generated model with the runtime on the spec's test split:
+/// program, parameters, quantized inputs, clear and simulated predictions on
+/// every sample, and FHE (generated keygen/encrypt/run/decrypt) on a few.
+macro_rules! check_equivalent {
+    ($model:ident, $module:ident, $spec:literal, $compare:expr) => {{
+        let (loaded, test, _) = report::load(std::path::Path::new($spec)).unwrap();
+        let runtime = CompiledModel::compile(&loaded.spec, &CompileOptions::default()).unwrap();
+        assert_eq!($model::program(), &runtime.program, "{}: program", $spec);
+        assert_eq!($model::params(), &runtime.params, "{}: parameters", $spec);
+        assert_eq!($model::N_FEATURES, runtime.n_features());
+        let clear = runtime.predict(test.features.view(), Mode::Clear).unwrap();
+        let (client, server) = $model::keygen();
+        for (i, row) in test.features.rows().into_iter().enumerate() {
+            let x: [f64; $model::N_FEATURES] = $model::row(row).unwrap();
+            assert_eq!(
+                $model::quantize(&x).unwrap().to_vec(),
+                runtime.quantize(&x).unwrap()
+            );
+            let generated: $module::Prediction = $model::predict(&x).unwrap();
+            assert_eq!($model::simulate(&x).unwrap(), generated);
+            $compare(&generated, &clear[i]);
+            if i < 8 {
+                let ct = $model::encrypt(&client, &x).unwrap();
+                let out = $model::run(&server, &ct).unwrap();
+                assert_eq!(
+                    $model::decrypt(&client, &out).unwrap(),
+                    generated,
+                    "{}: FHE sample {i}",
+                    $spec
+                );
+            }
+        }
+        // FHE through the runtime for the same samples agrees as well.
+        let first = test.features.slice(ndarray::s![..8, ..]);
+        let fhe = runtime.predict(first, Mode::Execute).unwrap();
+        assert_eq!(fhe, clear[..8].to_vec(), "{}: runtime FHE", $spec);
+    }};
+}
+
+fn same_class<C: PartialEq + std::fmt::Debug>(
+    class: C,
+    index: usize,
+    all: &[C],
+    scores: &[f64],
+    want: &cml::Prediction,
+) {
+    assert_eq!(Some(index), want.class());
+    assert_eq!(class, all[index]);
+    assert_eq!(scores, want.scores.as_slice());
+}
+
+#[test]
+fn classifiers_match_the_runtime() {
+    check_equivalent!(
+        BreastCancerLogreg,
+        breast_cancer_logreg,
+        "specs/breast_cancer_logreg.yaml",
+        |g: &breast_cancer_logreg::Prediction, w: &cml::Prediction| {
+            same_class(
+                g.class,
+                g.class.index(),
+                &breast_cancer_logreg::Class::ALL,
+                &g.scores,
+                w,
+            );
+            assert_eq!(g.probabilities.map(|p| p.to_vec()), w.probabilities);
+        }
+    );
+    check_equivalent!(
+        BreastCancerSvc,
+        breast_cancer_svc,
+        "specs/breast_cancer_linear_svc.yaml",
+        |g: &breast_cancer_svc::Prediction, w: &cml::Prediction| {
+            same_class(
+                g.class,
+                g.class.index(),
+                &breast_cancer_svc::Class::ALL,
+                &g.scores,
+                w,
+            );
+            assert_eq!(g.probabilities, None);
+        }
+    );
+    check_equivalent!(
+        IrisLogreg,
+        iris_logreg,
+        "specs/iris_logreg.yaml",
+        |g: &iris_logreg::Prediction, w: &cml::Prediction| {
+            same_class(
+                g.class,
+                g.class.index(),
+                &iris_logreg::Class::ALL,
+                &g.scores,
+                w,
+            );
+            assert_eq!(g.probabilities.map(|p| p.to_vec()), w.probabilities);
+        }
+    );
+}
+
+#[test]
+fn regressors_match_the_runtime() {
+    fn same_value(value: f64, score: f64, want: &cml::Prediction) {
+        assert_eq!(value, want.value());
+        assert_eq!(score, want.scores[0]);
+    }
+    check_equivalent!(
+        DiabetesRidge,
+        diabetes_ridge,
+        "specs/diabetes_ridge.yaml",
+        |g: &diabetes_ridge::Prediction, w: &cml::Prediction| same_value(g.value, g.score, w)
+    );
+    check_equivalent!(
+        DiabetesLinear,
+        diabetes_linear,
+        "specs/diabetes_linear_regression.yaml",
+        |g: &diabetes_linear::Prediction, w: &cml::Prediction| same_value(g.value, g.score, w)
+    );
+    check_equivalent!(
+        DiabetesPoisson,
+        diabetes_poisson,
+        "specs/diabetes_poisson.yaml",
+        |g: &diabetes_poisson::Prediction, w: &cml::Prediction| same_value(g.value, g.score, w)
+    );
+}
+
+#[test]
+fn typed_classes_carry_the_spec_names() {
+    assert_eq!(breast_cancer_logreg::Class::NAMES, ["malignant", "benign"]);
+    assert_eq!(iris_logreg::Class::ALL.len(), 3);
+    assert_eq!(iris_logreg::Class::from_index(3), None);
+    assert_eq!(BreastCancerLogreg::FEATURES[0], "mean radius");
+    // A row of the wrong length is an error, not a panic.
+    let short = ndarray::array![1.0, 2.0];
+    let err = IrisLogreg::predict_row(short.view()).unwrap_err();
+    assert_eq!(err.to_string(), "input has 2 features, the model expects 4");
+}

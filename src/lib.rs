@@ -19,6 +19,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod report;
 
 pub use cml_macros::fhe_model;

@@ -60,6 +60,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark one table lookup (keyswitch + PBS) per input precision:
+    /// parameters, keygen time, key size and latency on one thread.
+    BenchPbs {
+        /// Smallest precision (bits).
+        #[arg(long, default_value_t = 1)]
+        from: u32,
+        /// Largest precision (bits).
+        #[arg(long, default_value_t = 8)]
+        to: u32,
+        /// Lookups timed per precision.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        #[command(flatten)]
+        p_fail: PFailArgs,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the integer program, its bit-widths, PBS count and FHE parameters.
     Inspect {
         /// The spec file (YAML).
@@ -90,6 +108,13 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Inspect { spec, p_fail } => inspect(&spec, p_fail.target()),
+        Command::BenchPbs {
+            from,
+            to,
+            runs,
+            p_fail,
+            json,
+        } => bench_pbs(from, to, runs.max(1), p_fail.target(), json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -209,6 +234,48 @@ fn print_report(r: &Report, model: &CompiledModel) {
         "params     LWE dimension {}, message space {} bits, predicted p_fail 2^{:.1} per output",
         p.input_lwe_dimension, p.message_bits, p.predicted.log2_p_fail_output
     );
+}
+
+fn bench_pbs(from: u32, to: u32, runs: usize, p_fail: PFail, json: bool) -> Result<(), cml::Error> {
+    if !json {
+        println!("bits  N      k  n     PBS lvl  KS lvl  p_fail/PBS  estimate   measured (min)        keygen    eval keys (seeded)  correct");
+    }
+    for bits in from.max(1)..=to.min(cml::program::MAX_TABLE_BITS) {
+        let b = cml::bench::bench_pbs(bits, runs, p_fail)?;
+        if json {
+            println!("{}", serde_json::to_string(&b).unwrap_or_default());
+            continue;
+        }
+        let p = b.params.pbs.unwrap_or(cml::params::PbsParams {
+            lwe_dimension: 0,
+            glwe_dimension: 0,
+            polynomial_size: 0,
+            pbs_base_log: 0,
+            pbs_level: 0,
+            ks_base_log: 0,
+            ks_level: 0,
+        });
+        println!(
+            "{:<5} {:<6} {:<2} {:<5} 2^{}×{:<3} 2^{}×{:<3} 2^{:<8.1}  {:>7.1} ms  {:>9} ({:>9})  {:>9}  {:>18}  {}/{}",
+            bits,
+            p.polynomial_size,
+            p.glwe_dimension,
+            p.lwe_dimension,
+            p.pbs_base_log,
+            p.pbs_level,
+            p.ks_base_log,
+            p.ks_level,
+            b.params.predicted.log2_p_fail_pbs,
+            b.params.predicted.pbs_ms,
+            fmt_duration(b.pbs),
+            fmt_duration(b.pbs_min),
+            fmt_duration(b.keygen),
+            fmt_bytes(b.evaluation_key_bytes),
+            b.correct,
+            b.runs
+        );
+    }
+    Ok(())
 }
 
 fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {

@@ -95,3 +95,34 @@ fn bad_input_is_an_error_message_not_a_panic() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn bench_pbs_reports_parameters_and_correct_lookups() {
+    let (ok, stdout, stderr) = cml(&[
+        "bench-pbs",
+        "--from",
+        "1",
+        "--to",
+        "2",
+        "--runs",
+        "3",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (i, b) in lines.iter().enumerate() {
+        assert_eq!(b["bits"], i as u64 + 1);
+        assert_eq!(b["correct"], 3, "{b}");
+        assert!(
+            b["params"]["predicted"]["log2_p_fail_pbs"]
+                .as_f64()
+                .unwrap()
+                <= -40.0
+        );
+        assert!(b["evaluation_key_bytes"].as_u64().unwrap() > 1_000_000);
+    }
+}

@@ -229,7 +229,7 @@ impl FheParams {
 /// Smallest and largest LWE dimensions searched.
 const LWE_DIMENSIONS: std::ops::RangeInclusive<usize> = 384..=2048;
 /// LWE dimension step of the search.
-const LWE_STEP: usize = 8;
+const LWE_STEP: usize = 1;
 /// Polynomial sizes searched (log2).
 const LOG2_POLY_SIZES: std::ops::RangeInclusive<u32> = 8..=16;
 /// GLWE dimensions searched.
@@ -273,8 +273,84 @@ fn best_bases(
         .collect()
 }
 
+/// What the noise and cost models predict for given bootstrap parameters
+/// (inputs under the GLWE key of the bootstrap), for any candidate set —
+/// ours or a stock one.
+pub fn predict(needs: &Needs, pbs: &PbsParams) -> Predicted {
+    let log2_threshold = -(needs.message_bits as f64) - 1.0;
+    let fail = |v: f64| noise::log2_p_fail_for(v, log2_threshold);
+    let big = pbs.glwe_dimension * pbs.polynomial_size;
+    let var_fresh = noise::min_lwe_variance(big);
+    let var_pbs = noise::pbs_variance(
+        pbs.lwe_dimension,
+        pbs.glwe_dimension,
+        pbs.polynomial_size,
+        pbs.pbs_base_log,
+        pbs.pbs_level,
+    );
+    let var_ks = noise::keyswitch_variance(big, pbs.lwe_dimension, pbs.ks_base_log, pbs.ks_level);
+    let log2_big_n = pbs.polynomial_size.trailing_zeros();
+    let var_ms = noise::modulus_switch_variance(pbs.lwe_dimension, log2_big_n + 1);
+    let lut = needs.lut_fresh * var_fresh + needs.lut_bootstrapped * var_pbs + var_ks + var_ms;
+    let out = needs.out_fresh * var_fresh + needs.out_bootstrapped * var_pbs;
+    let (p_pbs, p_out) = (fail(lut), fail(out));
+    let cost = pbs_cost(
+        pbs.lwe_dimension,
+        pbs.glwe_dimension,
+        pbs.polynomial_size,
+        pbs.pbs_level,
+    ) + ks_cost(big, pbs.lwe_dimension, pbs.ks_level);
+    Predicted {
+        log2_p_fail_pbs: p_pbs,
+        log2_p_fail_output: p_out,
+        log2_p_fail_program: (needs.pbs_count as f64 * p_pbs.exp2()
+            + needs.outputs as f64 * p_out.exp2())
+        .log2(),
+        pbs_ms: cost * MS_PER_UNIT,
+    }
+}
+
 /// Picks the cheapest 128-bit-secure parameters that meet `target` for `needs`.
+///
+/// Deterministic, and memoized per process: the same needs and target give
+/// the same parameters without searching again.
 pub fn choose(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    type Key = (Vec<u64>, u8, u64);
+    static CACHE: OnceLock<Mutex<HashMap<Key, FheParams>>> = OnceLock::new();
+    let (kind, x) = match target {
+        PFail::PerOp(x) => (0, x),
+        PFail::Global(x) => (1, x),
+    };
+    let key: Key = (
+        vec![
+            u64::from(needs.message_bits),
+            needs.lut_fresh.to_bits(),
+            needs.lut_bootstrapped.to_bits(),
+            needs.out_fresh.to_bits(),
+            needs.out_bootstrapped.to_bits(),
+            needs.pbs_count as u64,
+            needs.outputs as u64,
+            needs.inputs as u64,
+        ],
+        kind,
+        x.to_bits(),
+    );
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
+        return Ok(hit);
+    }
+    let chosen = search(needs, target)?;
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, chosen);
+    }
+    Ok(chosen)
+}
+
+/// The search behind [`choose`].
+fn search(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
     target.validate()?;
     let ops = needs.pbs_count + needs.outputs;
     let log2_target = target.per_op_log2(ops);
@@ -365,11 +441,15 @@ pub fn choose(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
                         if best.as_ref().is_some_and(|(c, _)| *c <= cost) {
                             continue;
                         }
-                        let p_pbs = fail(lut);
-                        let p_out = fail(out);
-                        let program = (needs.pbs_count as f64 * p_pbs.exp2()
-                            + needs.outputs as f64 * p_out.exp2())
-                        .log2();
+                        let pbs = PbsParams {
+                            lwe_dimension: n,
+                            glwe_dimension: k,
+                            polynomial_size: big_n,
+                            pbs_base_log: pb,
+                            pbs_level: pl,
+                            ks_base_log: kb,
+                            ks_level: kl,
+                        };
                         best = Some((
                             cost,
                             FheParams {
@@ -377,22 +457,9 @@ pub fn choose(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
                                 input_glwe_dimension: k,
                                 input_polynomial_size: big_n,
                                 input_lwe_dimension: big,
-                                pbs: Some(PbsParams {
-                                    lwe_dimension: n,
-                                    glwe_dimension: k,
-                                    polynomial_size: big_n,
-                                    pbs_base_log: pb,
-                                    pbs_level: pl,
-                                    ks_base_log: kb,
-                                    ks_level: kl,
-                                }),
+                                pbs: Some(pbs),
                                 target,
-                                predicted: Predicted {
-                                    log2_p_fail_pbs: p_pbs,
-                                    log2_p_fail_output: p_out,
-                                    log2_p_fail_program: program,
-                                    pbs_ms: cost * MS_PER_UNIT,
-                                },
+                                predicted: predict(needs, &pbs),
                             },
                         ));
                     }

@@ -1,0 +1,183 @@
+//! The parameter optimizer against `tfhe`'s own published sets, and the
+//! noise model against observed bootstrap failures.
+
+use cml::backend::tfhe::ClientKey;
+use cml::noise;
+use cml::params::{choose, predict, Needs, PFail, PbsParams};
+use cml::program::{Interval, Op, Program, Table};
+
+/// `tfhe` 1.8.2's stock Gaussian sets at p_fail 2^-128 (`V1_8_PARAM_MESSAGE_{1,2,3}_CARRY_{1,2,3}_KS_PBS_GAUSSIAN_2M128`,
+/// aliases of `v1_4`): message + carry bits, 2-norm, parameters, and the
+/// standard deviations they publish for the small LWE and the GLWE keys.
+struct Stock {
+    bits: u32,
+    norm: f64,
+    params: PbsParams,
+    lwe_std: f64,
+    glwe_std: f64,
+}
+
+fn stock() -> Vec<Stock> {
+    let set = |n, k, big_n, pb, pl, kb, kl| PbsParams {
+        lwe_dimension: n,
+        glwe_dimension: k,
+        polynomial_size: big_n,
+        pbs_base_log: pb,
+        pbs_level: pl,
+        ks_base_log: kb,
+        ks_level: kl,
+    };
+    vec![
+        Stock {
+            bits: 2,
+            norm: 3.0,
+            params: set(837, 4, 512, 23, 1, 5, 3),
+            lwe_std: 3.3747142481837397e-06,
+            glwe_std: 2.845267479601915e-15,
+        },
+        Stock {
+            bits: 4,
+            norm: 5.0,
+            params: set(866, 1, 2048, 23, 1, 3, 5),
+            lwe_std: 2.046151696979124e-06,
+            glwe_std: 2.845267479601915e-15,
+        },
+        Stock {
+            bits: 6,
+            norm: 9.0,
+            params: set(1006, 1, 8192, 15, 2, 3, 7),
+            lwe_std: 1.8277101294215978e-07,
+            glwe_std: 2.168404344971009e-19,
+        },
+    ]
+}
+
+/// What a stock set guarantees: a table input that is a combination of
+/// bootstrap outputs with 2-norm `norm`, `bits` of message plus padding.
+fn stock_needs(s: &Stock) -> Needs {
+    Needs {
+        message_bits: s.bits + 1,
+        lut_fresh: 0.0,
+        lut_bootstrapped: s.norm * s.norm,
+        out_fresh: 0.0,
+        out_bootstrapped: s.norm * s.norm,
+        pbs_count: 1,
+        outputs: 1,
+        inputs: 1,
+    }
+}
+
+/// Our security curve gives exactly the noise `tfhe` publishes for its
+/// 128-bit sets at their dimensions, so keys we generate at our chosen
+/// dimensions are as secure, by the same estimate, as `tfhe`'s.
+#[test]
+fn security_curve_reproduces_tfhe_stock_noise() {
+    for s in stock() {
+        let p = s.params;
+        let lwe = noise::min_lwe_variance(p.lwe_dimension).sqrt();
+        let glwe = noise::min_lwe_variance(p.glwe_dimension * p.polynomial_size).sqrt();
+        assert!(
+            (lwe / s.lwe_std - 1.0).abs() < 1e-6,
+            "{}: {lwe} vs {}",
+            s.bits,
+            s.lwe_std
+        );
+        assert!(
+            (glwe / s.glwe_std - 1.0).abs() < 1e-6,
+            "{}: {glwe} vs {}",
+            s.bits,
+            s.glwe_std
+        );
+    }
+}
+
+/// Our noise model agrees that the stock sets meet 2^-128 (tfhe publishes
+/// 2^-128.2, 2^-128.6 and 2^-128.1), and for the same needs the optimizer
+/// picks parameters that meet it too and cost no more.
+#[test]
+fn optimizer_matches_or_beats_stock_sets() {
+    for s in stock() {
+        let needs = stock_needs(&s);
+        let theirs = predict(&needs, &s.params);
+        assert!(
+            (theirs.log2_p_fail_pbs + 128.0).abs() < 3.0,
+            "{} bits: our model gives the stock set 2^{}",
+            s.bits,
+            theirs.log2_p_fail_pbs
+        );
+        let ours = choose(&needs, PFail::PerOp(-128.0)).unwrap();
+        assert!(ours.predicted.log2_p_fail_pbs <= -128.0);
+        assert!(ours.predicted.log2_p_fail_output <= -128.0);
+        assert!(
+            ours.predicted.pbs_ms <= theirs.pbs_ms * 1.0001,
+            "{} bits: ours {:?} costs {} ms, stock {} ms",
+            s.bits,
+            ours.pbs,
+            ours.predicted.pbs_ms,
+            theirs.pbs_ms
+        );
+    }
+}
+
+/// At a deliberately weak target, bootstrap failures happen often enough to
+/// count. The model must never under-predict them (the observed count stays
+/// below the 99.9% Poisson bound of the predicted rate) and must not be
+/// grossly pessimistic either (above the 99.9% lower bound of a quarter of
+/// it). Measured here: about half the predicted rate — tfhe's variance
+/// formulas are slight over-estimates, the safe direction.
+#[test]
+fn observed_failure_rate_matches_prediction() {
+    // One 3-bit table lookup per evaluation; the identity table makes every
+    // wrong box visible.
+    let mut p = Program::new(vec![Interval::new(0, 7)]);
+    let t = p.add_table(Table::from_fn("id", 0..=7, |v| v));
+    let y = p.push(Op::Lut { input: 0, table: t });
+    p.outputs = vec![y];
+    let a = p.analyze().unwrap();
+    let params = choose(&Needs::of(&p, &a), PFail::PerOp(-5.0)).unwrap();
+    let predicted = params.predicted.log2_p_fail_pbs.exp2();
+    let client = ClientKey::generate(&params);
+    let server = client.evaluation_keys();
+    let runs = 1500;
+    let mut failures = 0;
+    for i in 0..runs {
+        let x = (i % 8) as i64;
+        let out = server.run(&p, &client.encrypt(&[x]).unwrap()).unwrap();
+        if client.decrypt(&out, &[Interval::new(0, 7)]).unwrap() != vec![x] {
+            failures += 1;
+        }
+    }
+    let expected = predicted * runs as f64;
+    eprintln!(
+        "predicted p_fail 2^{:.2} ({expected:.1} of {runs}), observed {failures}; params {:?}",
+        params.predicted.log2_p_fail_pbs, params.pbs
+    );
+    let (_, hi) = poisson_interval(expected);
+    let (lo, _) = poisson_interval(expected / 4.0);
+    assert!(
+        failures <= hi,
+        "observed {failures} failures, more than the model allows ({expected:.1} expected, 99.9% bound {hi})"
+    );
+    assert!(
+        failures >= lo,
+        "observed {failures} failures, the model is over 4x pessimistic ({expected:.1} expected)"
+    );
+}
+
+/// Two-sided 99.9% interval of a Poisson count with mean `m`.
+fn poisson_interval(m: f64) -> (u32, u32) {
+    let pmf =
+        |k: u32| (-m + k as f64 * m.ln() - (1..=k).map(|i| (i as f64).ln()).sum::<f64>()).exp();
+    let (mut cdf, mut k) = (0.0, 0u32);
+    let mut lo = None;
+    loop {
+        cdf += pmf(k);
+        if lo.is_none() && cdf > 0.0005 {
+            lo = Some(k);
+        }
+        if cdf >= 0.9995 {
+            return (lo.unwrap_or(0), k);
+        }
+        k += 1;
+    }
+}

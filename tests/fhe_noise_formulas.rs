@@ -22,6 +22,17 @@ fn formulas_match_tfhe() {
             )
             .0,
         );
+        for log_m in [20u32, 32, 40] {
+            close(
+                noise::plain_modulus_switch_variance(n, log_m),
+                nf::modulus_switch::modulus_switch_additive_variance(
+                    LweDimension(n),
+                    Q,
+                    (1u64 << log_m) as f64,
+                )
+                .0,
+            );
+        }
         for log_n in [9u32, 11, 14] {
             close(
                 noise::modulus_switch_variance(n, log_n + 1),

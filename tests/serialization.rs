@@ -60,6 +60,15 @@ fn everything_round_trips_and_bad_bytes_are_errors() {
         let _ = EncryptedInput::from_bytes(&bad, LIMIT, &params);
     }
 
+    for i in (0..out_bytes.len()).step_by(5) {
+        let mut bad = out_bytes.clone();
+        bad[i] ^= 0x5A;
+        // Whatever still parses must also decrypt without panicking.
+        if let Ok(out) = EncryptedOutput::from_bytes(&bad, LIMIT, &params) {
+            let _ = client.decrypt(&out, &ranges);
+        }
+    }
+
     // Wrong kind of object.
     let err = EncryptedOutput::from_bytes(&input_bytes, LIMIT, &params).unwrap_err();
     assert!(

@@ -83,6 +83,7 @@ fn params_tokens(p: &FheParams) -> TokenStream {
         input_glwe_dimension,
         input_polynomial_size,
         input_lwe_dimension,
+        output_log_modulus,
         pbs,
         target,
         predicted,
@@ -91,6 +92,7 @@ fn params_tokens(p: &FheParams) -> TokenStream {
     let input_glwe_dimension = usize_lit(input_glwe_dimension);
     let input_polynomial_size = usize_lit(input_polynomial_size);
     let input_lwe_dimension = usize_lit(input_lwe_dimension);
+    let output_log_modulus = Literal::u32_unsuffixed(output_log_modulus);
     let pbs = match pbs {
         None => quote!(::core::option::Option::None),
         Some(b) => {
@@ -134,6 +136,7 @@ fn params_tokens(p: &FheParams) -> TokenStream {
             input_glwe_dimension: #input_glwe_dimension,
             input_polynomial_size: #input_polynomial_size,
             input_lwe_dimension: #input_lwe_dimension,
+            output_log_modulus: #output_log_modulus,
             pbs: #pbs,
             target: #target,
             predicted: ::cml_runtime::params::Predicted {

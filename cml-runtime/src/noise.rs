@@ -73,6 +73,15 @@ pub fn modulus_switch_variance(n: usize, log2_new_modulus: u32) -> f64 {
     n as f64 * (q2 / 24.0 + new2 / 48.0)
 }
 
+/// Variance added by the plain (rounding) modulus switch of a dimension-`n`
+/// ciphertext from 2^64 to `2^log2_new_modulus`, as when outputs are
+/// compressed before they are sent back.
+pub fn plain_modulus_switch_variance(n: usize, log2_new_modulus: u32) -> f64 {
+    let q2 = q().powi(-2);
+    let new2 = (log2_new_modulus as f64).exp2().powi(-2);
+    n as f64 * (q2 / 48.0 + new2 / 24.0) - q2 / 12.0 + new2 / 12.0
+}
+
 /// `log2` of the two-sided Gaussian tail `P(|e| > z·σ)`.
 ///
 /// Uses the Chebyshev fit of `erfc` from *Numerical Recipes* (relative error

@@ -180,6 +180,9 @@ pub struct FheParams {
     pub input_polynomial_size: usize,
     /// `k·N` of that key: the LWE dimension of every value's ciphertext.
     pub input_lwe_dimension: usize,
+    /// Outputs are modulus-switched to `2^output_log_modulus` and bit-packed
+    /// before they go back to the client (64: not switched).
+    pub output_log_modulus: u32,
     /// Keyswitch and bootstrap parameters, when the program has tables.
     pub pbs: Option<PbsParams>,
     /// The target the parameters were chosen for.
@@ -203,6 +206,11 @@ impl FheParams {
     /// `log2 Δ`: where the message sits in the 64-bit torus.
     pub fn log2_delta(&self) -> u32 {
         64 - self.message_bits
+    }
+
+    /// Size of one output ciphertext as sent back (switched and packed), in bytes.
+    pub fn output_bytes(&self) -> usize {
+        ((self.input_lwe_dimension + 1) * self.output_log_modulus as usize).div_ceil(8)
     }
 
     /// Size of one ciphertext under the input key, in bytes.
@@ -271,6 +279,32 @@ fn best_bases(
                 .unwrap_or((1, level, f64::INFINITY))
         })
         .collect()
+}
+
+/// Chooses how far outputs are modulus-switched before they are sent: the
+/// fewest bits whose rounding noise takes at most 1/16 of the decoding
+/// budget, then updates the predicted output failure probability.
+fn switch_outputs(params: &mut FheParams, needs: &Needs, out_variance: f64, budget: f64) {
+    let dimension = params.input_lwe_dimension;
+    let log2_threshold = -(needs.message_bits as f64) - 1.0;
+    let chosen = (needs.message_bits + 1..64)
+        .find(|&m| {
+            let ms = noise::plain_modulus_switch_variance(dimension, m);
+            ms <= budget / 16.0 && out_variance + ms <= budget
+        })
+        .unwrap_or(64);
+    params.output_log_modulus = chosen;
+    let ms = if chosen < 64 {
+        noise::plain_modulus_switch_variance(dimension, chosen)
+    } else {
+        0.0
+    };
+    let p_out = noise::log2_p_fail_for(out_variance + ms, log2_threshold);
+    let p = &mut params.predicted;
+    p.log2_p_fail_output = p_out;
+    p.log2_p_fail_program = (needs.pbs_count as f64 * p.log2_p_fail_pbs.exp2()
+        + needs.outputs.max(1) as f64 * p_out.exp2())
+    .log2();
 }
 
 /// What the noise and cost models predict for given bootstrap parameters
@@ -374,11 +408,12 @@ fn search(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
             best = best.min(fail(var));
             if var <= budget {
                 let p_out = fail(var);
-                return Ok(FheParams {
+                let mut params = FheParams {
                     message_bits: needs.message_bits,
                     input_glwe_dimension: k,
                     input_polynomial_size: big_n,
                     input_lwe_dimension: dimension,
+                    output_log_modulus: 64,
                     pbs: None,
                     target,
                     predicted: Predicted {
@@ -387,7 +422,9 @@ fn search(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
                         log2_p_fail_program: p_out + (needs.outputs.max(1) as f64).log2(),
                         pbs_ms: 0.0,
                     },
-                });
+                };
+                switch_outputs(&mut params, needs, var, budget);
+                return Ok(params);
             }
         }
         return Err(FheError::NoParameters {
@@ -457,6 +494,7 @@ fn search(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
                                 input_glwe_dimension: k,
                                 input_polynomial_size: big_n,
                                 input_lwe_dimension: big,
+                                output_log_modulus: 64,
                                 pbs: Some(pbs),
                                 target,
                                 predicted: predict(needs, &pbs),
@@ -468,6 +506,19 @@ fn search(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
         }
     }
     let best_fail = fail(least_excess);
+    if let Some((_, params)) = &mut best {
+        let pbs = params.pbs.expect("set in the search above");
+        let out = needs.out_fresh * noise::min_lwe_variance(params.input_lwe_dimension)
+            + needs.out_bootstrapped
+                * noise::pbs_variance(
+                    pbs.lwe_dimension,
+                    pbs.glwe_dimension,
+                    pbs.polynomial_size,
+                    pbs.pbs_base_log,
+                    pbs.pbs_level,
+                );
+        switch_outputs(params, needs, out, budget);
+    }
     best.map(|(_, p)| p).ok_or(FheError::NoParameters {
         what: "the widest table input".into(),
         bits: needs.message_bits,

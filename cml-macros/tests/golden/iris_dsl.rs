@@ -120,14 +120,15 @@ pub mod iris {
             input_glwe_dimension: 156,
             input_polynomial_size: 8,
             input_lwe_dimension: 1248,
+            output_log_modulus: 26,
             pbs: ::core::option::Option::None,
             target: ::cml_runtime::PFail::PerOp(-40.0),
             predicted: ::cml_runtime::params::Predicted {
                 log2_p_fail_pbs: ::core::primitive::f64::from_bits(
                     18442240474082181120u64,
                 ),
-                log2_p_fail_output: -42.60940476996322,
-                log2_p_fail_program: -41.024442269242066,
+                log2_p_fail_output: -40.942885325280685,
+                log2_p_fail_program: -39.35792282455953,
                 pbs_ms: 0.0,
             },
         },

@@ -115,11 +115,12 @@ pub struct EncryptedInput {
     cts: SeededGlweCiphertextListOwned<u64>,
 }
 
-/// Encrypted program outputs.
+/// Encrypted program outputs, modulus-switched to `2^output_log_modulus` and
+/// bit-packed (the form sent back to the client).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct EncryptedOutput {
     params: FheParams,
-    cts: LweCiphertextListOwned<u64>,
+    cts: Vec<CompressedModulusSwitchedLweCiphertext<u64>>,
 }
 
 impl ClientKey {
@@ -242,29 +243,36 @@ impl ClientKey {
                 "outputs were computed under other parameters than this key's".into(),
             ));
         }
-        if out.cts.lwe_ciphertext_count().0 != ranges.len() {
+        if out.cts.len() != ranges.len() {
             return Err(FheError::Mismatch(format!(
                 "{} encrypted outputs for {} output ranges",
-                out.cts.lwe_ciphertext_count().0,
+                out.cts.len(),
                 ranges.len()
             )));
         }
-        let delta_log = self.params.log2_delta();
-        let mask = if self.params.message_bits >= 64 {
-            u64::MAX
-        } else {
-            (1u64 << self.params.message_bits) - 1
-        };
+        let bits = self.params.message_bits;
+        let log_modulus = self.params.output_log_modulus;
+        let modulus_mask = low_mask(log_modulus);
+        let message_mask = low_mask(bits);
+        let delta_log = log_modulus - bits;
         let key = self.keys.glwe.as_lwe_secret_key();
         Ok(out
             .cts
             .iter()
             .zip(ranges)
             .map(|(ct, range)| {
-                let pt = decrypt_lwe_ciphertext(&key, &ct).0;
-                let m = pt.wrapping_add(1u64 << (delta_log - 1)) >> delta_log;
+                let switched = ct.extract();
+                let dot = switched.mask().zip(key.as_ref()).fold(0u64, |acc, (a, s)| {
+                    acc.wrapping_add((a as u64).wrapping_mul(*s))
+                });
+                let phase = (switched.body() as u64).wrapping_sub(dot) & modulus_mask;
+                let m = if delta_log == 0 {
+                    phase
+                } else {
+                    phase.wrapping_add(1u64 << (delta_log - 1)) >> delta_log
+                };
                 let lo = range.lo as u64;
-                (m.wrapping_sub(lo) & mask).wrapping_add(lo) as i64
+                (m.wrapping_sub(lo) & message_mask).wrapping_add(lo) as i64
             })
             .collect())
     }
@@ -417,12 +425,12 @@ impl EncryptedInput {
 impl EncryptedOutput {
     /// Number of encrypted values.
     pub fn len(&self) -> usize {
-        self.cts.lwe_ciphertext_count().0
+        self.cts.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.cts.is_empty()
     }
 
     /// Serializes the ciphertexts.
@@ -432,12 +440,21 @@ impl EncryptedOutput {
 
     /// Reads ciphertexts, checking they conform to `expected` parameters.
     pub fn from_bytes(bytes: &[u8], limit: u64, expected: &FheParams) -> Result<Self, FheError> {
-        let (params, cts): (FheParams, LweCiphertextListOwned<u64>) =
+        use tfhe::conformance::ParameterSetConformant;
+        let (params, cts): (FheParams, Vec<CompressedModulusSwitchedLweCiphertext<u64>>) =
             from_bytes("encrypted output", bytes, limit)?;
-        if params != *expected
-            || cts.lwe_size().to_lwe_dimension().0 != params.input_lwe_dimension
-            || !cts.ciphertext_modulus().is_native_modulus()
-        {
+        let dimension = LweDimension(params.input_lwe_dimension);
+        let conformance_params = CompressedModulusSwitchedLweCiphertextConformanceParams {
+            ct_params: LweCiphertextConformanceParams {
+                lwe_dim: dimension,
+                ct_modulus: native(),
+            },
+            ms_decompression_type: MsDecompressionType::ClassicPbs {
+                br_input_modulus_log: CiphertextModulusLog(params.output_log_modulus as usize),
+                br_input_lwe_dim: dimension,
+            },
+        };
+        if params != *expected || !cts.iter().all(|c| c.is_conformant(&conformance_params)) {
             return Err(conformance("encrypted output"));
         }
         Ok(Self { params, cts })
@@ -523,13 +540,20 @@ impl EvaluationKeys {
             };
             values.push(out);
         }
-        let mut flat = Vec::with_capacity(program.outputs.len() * size);
-        for &o in &program.outputs {
-            flat.extend_from_slice(&values[o]);
-        }
+        // Only the top bits matter to the client: switch the modulus down and
+        // pack (the rounding noise is in the output failure probability).
+        let log_modulus = CiphertextModulusLog(self.params.output_log_modulus as usize);
+        let cts = program
+            .outputs
+            .iter()
+            .map(|&o| {
+                let ct = LweCiphertext::from_container(values[o].as_slice(), native());
+                lwe_ciphertext_modulus_switch::<u64, u64, _>(ct, log_modulus).compress::<u64>()
+            })
+            .collect();
         Ok(EncryptedOutput {
             params: self.params,
-            cts: LweCiphertextList::from_container(flat, LweSize(size), native()),
+            cts,
         })
     }
 }
@@ -643,6 +667,15 @@ macro_rules! summary_debug {
 summary_debug!(CompressedEvaluationKeys, "params" => |k: &Self| k.params, "bootstrap" => |k: &Self| k.bsk.is_some());
 summary_debug!(EncryptedInput, "values" => |c: &Self| c.count, "message_bits" => |c: &Self| c.params.message_bits);
 summary_debug!(EncryptedOutput, "values" => |c: &Self| c.len(), "message_bits" => |c: &Self| c.params.message_bits);
+
+/// The `bits` lowest bits set.
+fn low_mask(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
+}
 
 fn conformance(what: &'static str) -> FheError {
     FheError::Deserialize {

@@ -58,16 +58,21 @@ pub fn bench_pbs(bits: u32, runs: usize, p_fail: PFail) -> Result<PbsBench, Erro
     let server = compressed.decompress();
     let keygen = start.elapsed();
     let range = [analysis.values[program.outputs[0]].range];
+    let encoding = cml_runtime::encoding::Encoding::of(&program, &analysis);
+    let (in_bits, out_bits) = (
+        encoding.inputs(&program).to_vec(),
+        encoding.outputs(&program),
+    );
     let mut times = Vec::with_capacity(runs);
     let mut correct = 0;
     let span = 1i64 << bits;
     for i in 0..runs {
         let x = (i as i64 * 37 + 11).rem_euclid(span);
-        let ct = client.encrypt(&[x])?;
+        let ct = client.encrypt(&[x], &in_bits)?;
         let t = Instant::now();
         let out = server.run(&program, &ct)?;
         times.push(t.elapsed());
-        if client.decrypt(&out, &range)? == program.eval_clear(&[x])? {
+        if client.decrypt(&out, &range, &out_bits)? == program.eval_clear(&[x])? {
             correct += 1;
         }
     }

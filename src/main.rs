@@ -231,7 +231,7 @@ fn print_report(r: &Report, model: &CompiledModel) {
     }
     let p = &model.params;
     println!(
-        "params     LWE dimension {}, message space {} bits, predicted p_fail 2^{:.1} per output",
+        "params     LWE dimension {}, widest message space {} bits, predicted p_fail 2^{:.1} per output",
         p.input_lwe_dimension, p.message_bits, p.predicted.log2_p_fail_output
     );
 }
@@ -316,16 +316,18 @@ fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
                 )
             }
             Op::Lut { input, table } => format!(
-                "lut     %{input} through table `{}` ({} bits in, 1 PBS)",
+                "lut     %{input} through table `{}` ({} bits in, 1 PBS at {} bits)",
                 prog.tables[*table].name,
-                a.values[*input].range.bits()
+                a.values[*input].range.bits(),
+                model.encoding.bits[*input]
             ),
         };
         println!(
-            "  %{id:<3} = {what}  → [{}, {}] {} bits",
+            "  %{id:<3} = {what}  → [{}, {}] {} bits, encoded in {}",
             info.range.lo,
             info.range.hi,
-            info.range.bits()
+            info.range.bits(),
+            model.encoding.bits[id]
         );
     }
     println!(
@@ -341,10 +343,12 @@ fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
     let p = &model.params;
     println!("parameters (128-bit security, target {:?}):", p.target);
     println!(
-        "  message space {} bits (Δ = 2^{}), input LWE dimension {}",
+        "  widest message space {} bits, input LWE dimension {} (GLWE k = {}, N = {}), outputs switched to their width + {} bits",
         p.message_bits,
-        p.log2_delta(),
-        p.input_lwe_dimension
+        p.input_lwe_dimension,
+        p.input_glwe_dimension,
+        p.input_polynomial_size,
+        p.output_extra_bits
     );
     match p.pbs {
         None => println!("  no bootstrapping: leveled only"),

@@ -246,7 +246,6 @@ fn measure_fhe(
     let server = compressed.decompress();
     let keygen_evaluation = t.elapsed();
     let client_key_bytes = client.to_bytes()?.len();
-    let ranges = model.output_ranges();
     let rows: Vec<Vec<f64>> = x.rows().into_iter().map(|r| r.to_vec()).collect();
 
     // One sample at a time, as Concrete ML runs.
@@ -255,13 +254,11 @@ fn measure_fhe(
     let (mut input_bytes, mut output_bytes) = (0, 0);
     for r in rows.iter().cycle().take(latency_samples.max(1)) {
         let t0 = Instant::now();
-        let q = model.quantize(r)?;
-        let ct = client.encrypt(&q)?;
+        let ct = model.encrypt(&client, r)?;
         let t1 = Instant::now();
         let out = server.run(&model.program, &ct)?;
         let t2 = Instant::now();
-        let decrypted = client.decrypt(&out, &ranges)?;
-        let _ = model.decode(&decrypted);
+        let _ = model.decrypt(&client, &out)?;
         e2e.push(t0.elapsed());
         run.push(t2 - t1);
         input_bytes = ct.to_bytes()?.len();
@@ -273,10 +270,9 @@ fn measure_fhe(
     let results: Vec<(Vec<i64>, Prediction)> = rows
         .par_iter()
         .map(|r| -> Result<_, Error> {
-            let q = model.quantize(r)?;
-            let ct = client.encrypt(&q)?;
+            let ct = model.encrypt(&client, r)?;
             let out = server.run(&model.program, &ct)?;
-            let ints = client.decrypt(&out, &ranges)?;
+            let ints = model.decrypt_integers(&client, &out)?;
             let p = model.decode(&ints);
             progress();
             Ok((ints, p))

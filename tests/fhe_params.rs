@@ -2,8 +2,9 @@
 //! noise model against observed bootstrap failures.
 
 use cml::backend::tfhe::ClientKey;
+use cml::encoding::Encoding;
 use cml::noise;
-use cml::params::{choose, predict, Needs, PFail, PbsParams};
+use cml::params::{choose, predict, Needs, PFail, PbsParams, Requirement};
 use cml::program::{Interval, Op, Program, Table};
 
 /// `tfhe` 1.8.2's stock Gaussian sets at p_fail 2^-128 (`V1_8_PARAM_MESSAGE_{1,2,3}_CARRY_{1,2,3}_KS_PBS_GAUSSIAN_2M128`,
@@ -55,14 +56,16 @@ fn stock() -> Vec<Stock> {
 /// What a stock set guarantees: a table input that is a combination of
 /// bootstrap outputs with 2-norm `norm`, `bits` of message plus padding.
 fn stock_needs(s: &Stock) -> Needs {
+    let req = Requirement {
+        bits: s.bits + 1,
+        fresh: 0.0,
+        bootstrapped: s.norm * s.norm,
+    };
     Needs {
-        message_bits: s.bits + 1,
-        lut_fresh: 0.0,
-        lut_bootstrapped: s.norm * s.norm,
-        out_fresh: 0.0,
-        out_bootstrapped: s.norm * s.norm,
+        tables: vec![req],
+        outputs: vec![req],
         pbs_count: 1,
-        outputs: 1,
+        output_count: 1,
         inputs: 1,
     }
 }
@@ -138,12 +141,20 @@ fn observed_failure_rate_matches_prediction() {
     let predicted = params.predicted.log2_p_fail_pbs.exp2();
     let client = ClientKey::generate(&params);
     let server = client.evaluation_keys();
+    let e = Encoding::of(&p, &a);
+    let (in_bits, out_bits) = (e.inputs(&p).to_vec(), e.outputs(&p));
     let runs = 1500;
     let mut failures = 0;
     for i in 0..runs {
         let x = (i % 8) as i64;
-        let out = server.run(&p, &client.encrypt(&[x]).unwrap()).unwrap();
-        if client.decrypt(&out, &[Interval::new(0, 7)]).unwrap() != vec![x] {
+        let out = server
+            .run(&p, &client.encrypt(&[x], &in_bits).unwrap())
+            .unwrap();
+        if client
+            .decrypt(&out, &[Interval::new(0, 7)], &out_bits)
+            .unwrap()
+            != vec![x]
+        {
             failures += 1;
         }
     }

@@ -2,6 +2,7 @@
 //! for 1- to 8-bit inputs: every decrypted result equals the clear table.
 
 use cml::backend::tfhe::ClientKey;
+use cml::encoding::Encoding;
 use cml::params::{choose, Needs, PFail};
 use cml::program::{Interval, Op, Program, Table};
 
@@ -37,10 +38,15 @@ fn check_bits(bits: u32, samples: &[i64]) {
     let client = ClientKey::generate(&params);
     let server = client.evaluation_keys();
     let ranges = [analysis.values[program.outputs[0]].range];
+    let encoding = Encoding::of(&program, &analysis);
+    // The table's input is bootstrapped at its own width (plus padding).
+    assert_eq!(encoding.bits[program.inputs.len()], bits + 1);
     for &x in samples {
-        let ct = client.encrypt(&[x]).unwrap();
+        let ct = client.encrypt(&[x], encoding.inputs(&program)).unwrap();
         let out = server.run(&program, &ct).unwrap();
-        let got = client.decrypt(&out, &ranges).unwrap();
+        let got = client
+            .decrypt(&out, &ranges, &encoding.outputs(&program))
+            .unwrap();
         let want = program.eval_clear(&[x]).unwrap();
         assert_eq!(got, want, "{bits}-bit table, input {x}");
     }
@@ -69,4 +75,36 @@ fn tables_of_6_and_7_bits_are_exact() {
 #[test]
 fn tables_of_8_bits_are_exact() {
     check_bits(8, &[0, 1, 2, 3, 77, 128, 200, 254, 255]);
+}
+
+/// A narrow table next to a wide accumulator bootstraps at the table's
+/// width: a 4-bit square table whose output feeds a 15-bit sum runs with a
+/// 5-bit bootstrap (N = 2048 at most), not an 16-bit one, and decrypts exactly.
+#[test]
+fn table_precision_follows_its_input_not_the_accumulator() {
+    let mut p = Program::new(vec![Interval::new(0, 15), Interval::new(0, 1000)]);
+    let t = p.add_table(Table::from_fn("square", 0..=15, |v| v * v));
+    let sq = p.push(Op::Lut { input: 0, table: t });
+    let acc = p.push(Op::Linear {
+        terms: vec![(sq, 100), (1, 1)],
+        constant: -7,
+    });
+    p.outputs = vec![acc, sq];
+    let a = p.analyze().unwrap();
+    let e = Encoding::of(&p, &a);
+    assert_eq!(e.bits[0], 5);
+    assert_eq!(e.bits[acc], 15);
+    let params = choose(&Needs::of(&p, &a), PFail::default()).unwrap();
+    let pbs = params.pbs.unwrap();
+    assert!(pbs.polynomial_size <= 2048, "{pbs:?}");
+    assert_eq!(params.message_bits, 15);
+    let client = ClientKey::generate(&params);
+    let server = client.evaluation_keys();
+    let ranges: Vec<Interval> = p.outputs.iter().map(|&o| a.values[o].range).collect();
+    for (x0, x1) in [(0, 0), (15, 1000), (7, 123), (3, 999), (12, 1)] {
+        let ct = client.encrypt(&[x0, x1], e.inputs(&p)).unwrap();
+        let out = server.run(&p, &ct).unwrap();
+        let got = client.decrypt(&out, &ranges, &e.outputs(&p)).unwrap();
+        assert_eq!(got, p.eval_clear(&[x0, x1]).unwrap(), "inputs ({x0}, {x1})");
+    }
 }

@@ -3,6 +3,7 @@
 //! give errors, never panics.
 
 use cml::backend::tfhe::{ClientKey, CompressedEvaluationKeys, EncryptedInput, EncryptedOutput};
+use cml::encoding::Encoding;
 use cml::params::{choose, Needs, PFail};
 use cml::program::{Interval, Op, Program, Table};
 use cml::FheError;
@@ -28,6 +29,8 @@ fn everything_round_trips_and_bad_bytes_are_errors() {
     let a = p.analyze().unwrap();
     let params = choose(&Needs::of(&p, &a), PFail::default()).unwrap();
     let ranges: Vec<Interval> = p.outputs.iter().map(|&o| a.values[o].range).collect();
+    let e = Encoding::of(&p, &a);
+    let (in_bits, out_bits) = (e.inputs(&p).to_vec(), e.outputs(&p));
 
     let client = ClientKey::generate(&params);
     let client = ClientKey::from_bytes(&client.to_bytes().unwrap(), LIMIT).unwrap();
@@ -36,13 +39,16 @@ fn everything_round_trips_and_bad_bytes_are_errors() {
         .unwrap()
         .decompress();
 
-    let input = client.encrypt(&[3, 2]).unwrap();
+    let input = client.encrypt(&[3, 2], &in_bits).unwrap();
     let input_bytes = input.to_bytes().unwrap();
     let input = EncryptedInput::from_bytes(&input_bytes, LIMIT, &params).unwrap();
     let out = server.run(&p, &input).unwrap();
     let out_bytes = out.to_bytes().unwrap();
     let out = EncryptedOutput::from_bytes(&out_bytes, LIMIT, &params).unwrap();
-    assert_eq!(client.decrypt(&out, &ranges).unwrap(), vec![3, 7]);
+    assert_eq!(
+        client.decrypt(&out, &ranges, &out_bits).unwrap(),
+        vec![3, 7]
+    );
 
     // Truncated at many points, and single bytes flipped: errors only.
     for bytes in [&keys_bytes, &input_bytes, &out_bytes] {
@@ -65,7 +71,7 @@ fn everything_round_trips_and_bad_bytes_are_errors() {
         bad[i] ^= 0x5A;
         // Whatever still parses must also decrypt without panicking.
         if let Ok(out) = EncryptedOutput::from_bytes(&bad, LIMIT, &params) {
-            let _ = client.decrypt(&out, &ranges);
+            let _ = client.decrypt(&out, &ranges, &out_bits);
         }
     }
 
@@ -104,7 +110,9 @@ fn server_refuses_mismatched_inputs() {
     let params = choose(&Needs::of(&p, &a), PFail::default()).unwrap();
     let client = ClientKey::generate(&params);
     let server = client.evaluation_keys();
-    let err = server.run(&p, &client.encrypt(&[1]).unwrap()).unwrap_err();
+    let err = server
+        .run(&p, &client.encrypt(&[1], &[4]).unwrap())
+        .unwrap_err();
     assert!(
         err.to_string().contains("program takes 2 inputs, got 1"),
         "{err}"
@@ -117,10 +125,21 @@ fn server_refuses_mismatched_inputs() {
     });
     wide.outputs = vec![s];
     let err = server
-        .run(&wide, &client.encrypt(&[1, 1]).unwrap())
+        .run(&wide, &client.encrypt(&[1, 1], &[4, 4]).unwrap())
         .unwrap_err();
     assert!(err.to_string().contains("bits of message space"), "{err}");
-    // Values outside the message space cannot be encrypted.
-    let err = client.encrypt(&[1 << 40, 0]).unwrap_err();
+    // A program of the same widths but other needs: not these keys'.
+    let mut other = p.clone();
+    other.tables[0] = Table::from_fn("double", 0..=9, |v| 2 * v);
+    other.outputs = vec![other.outputs[0]];
+    let err = server
+        .run(&other, &client.encrypt(&[1, 1], &[5, 5]).unwrap())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("another program's parameters"),
+        "{err}"
+    );
+    // Values outside their message space cannot be encrypted.
+    let err = client.encrypt(&[1 << 40, 0], &[5, 5]).unwrap_err();
     assert!(err.to_string().contains("does not fit"), "{err}");
 }

@@ -83,7 +83,7 @@ fn params_tokens(p: &FheParams) -> TokenStream {
         input_glwe_dimension,
         input_polynomial_size,
         input_lwe_dimension,
-        output_log_modulus,
+        output_extra_bits,
         pbs,
         target,
         predicted,
@@ -92,7 +92,7 @@ fn params_tokens(p: &FheParams) -> TokenStream {
     let input_glwe_dimension = usize_lit(input_glwe_dimension);
     let input_polynomial_size = usize_lit(input_polynomial_size);
     let input_lwe_dimension = usize_lit(input_lwe_dimension);
-    let output_log_modulus = Literal::u32_unsuffixed(output_log_modulus);
+    let output_extra_bits = Literal::u32_unsuffixed(output_extra_bits);
     let pbs = match pbs {
         None => quote!(::core::option::Option::None),
         Some(b) => {
@@ -136,7 +136,7 @@ fn params_tokens(p: &FheParams) -> TokenStream {
             input_glwe_dimension: #input_glwe_dimension,
             input_polynomial_size: #input_polynomial_size,
             input_lwe_dimension: #input_lwe_dimension,
-            output_log_modulus: #output_log_modulus,
+            output_extra_bits: #output_extra_bits,
             pbs: #pbs,
             target: #target,
             predicted: ::cml_runtime::params::Predicted {

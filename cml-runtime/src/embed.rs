@@ -11,6 +11,7 @@
 //! feature, so that generated code compiles (clear and simulate only) without
 //! `tfhe`.
 
+use crate::encoding::Encoding;
 use crate::error::{DataError, Error};
 use crate::models::{Decoder, Encoder, Prediction};
 use crate::params::FheParams;
@@ -132,6 +133,8 @@ pub struct Runtime {
     pub params: FheParams,
     /// Ranges of the outputs (for decryption).
     pub output_ranges: Vec<Interval>,
+    /// Where each value sits in the torus.
+    pub encoding: Encoding,
 }
 
 impl Runtime {
@@ -151,6 +154,7 @@ impl Runtime {
             .iter()
             .map(|&o| analysis.values[o].range)
             .collect();
+        let encoding = Encoding::of(&program, &analysis);
         Self {
             encoder: Encoder {
                 standardize: image.standardize.map(|(mean, scale)| Standardize {
@@ -167,6 +171,7 @@ impl Runtime {
             },
             params: image.params,
             output_ranges,
+            encoding,
             analysis,
             program,
         }
@@ -216,7 +221,8 @@ mod fhe {
                 )
                 .into());
             }
-            Ok(client.encrypt(&self.quantize(x)?)?)
+            let q = self.quantize(x)?;
+            Ok(client.encrypt(&q, self.encoding.inputs(&self.program))?)
         }
 
         /// Runs the program on encrypted inputs (server side).
@@ -234,7 +240,8 @@ mod fhe {
             client: &ClientKey,
             output: &EncryptedOutput,
         ) -> Result<Prediction, Error> {
-            let out = client.decrypt(output, &self.output_ranges)?;
+            let bits = self.encoding.outputs(&self.program);
+            let out = client.decrypt(output, &self.output_ranges, &bits)?;
             Ok(self.decoder.predict(self.decoder.scores(&out)))
         }
     }

@@ -16,6 +16,7 @@
 pub mod backend;
 pub mod data;
 pub mod embed;
+pub mod encoding;
 pub mod error;
 pub mod metrics;
 pub mod models;

@@ -1,17 +1,17 @@
 //! Crypto parameters chosen per program from its bit-widths and weight norms.
 //!
-//! Every value is encrypted as an LWE ciphertext of `message_bits` bits of
-//! message space at `Δ = 2^(64 − message_bits)` (one width for the whole
-//! program, with a padding bit when it has tables). Inputs are packed as the
-//! coefficients of GLWE ciphertexts. A program without tables needs only that
-//! GLWE key: `N` covers the inputs and `k` is the smallest that keeps the
-//! output decryptions under the failure target at 132-bit security. A program
-//! with tables uses the KS-PBS pattern (values under a GLWE key of dimension
-//! `k·N` as an LWE key; keyswitch to a small key of dimension `n`; modulus
-//! switch to `2N`; blind rotation), and the search below picks `n`, `k`,
-//! `N` and both decompositions to minimise the estimated cost of one
-//! bootstrap while meeting the failure target on every table input and every
-//! output. The reasoning is written up in `docs/fhe.md`.
+//! Every value is an LWE ciphertext at its own scale `Δ = 2^(64 − bits)`
+//! ([`Encoding`]: values joined by linear ops share one width; table inputs
+//! carry a padding bit). Inputs are packed as the coefficients of GLWE
+//! ciphertexts. A program without tables needs only that GLWE key: `N`
+//! covers the inputs and `k` is the smallest that keeps every output
+//! decryption under the failure target at 132-bit security. A program with
+//! tables uses the KS-PBS pattern (values under a GLWE key of dimension `k·N`
+//! as an LWE key; keyswitch to a small key of dimension `n`; modulus switch to
+//! `2N`; blind rotation), and the search below picks `n`, `k`, `N` and both
+//! decompositions to minimise the estimated cost of one bootstrap while every
+//! table input meets the target at its own width and every output at its
+//! own. The reasoning is written up in `docs/fhe.md`.
 //!
 //! ```
 //! use cml_runtime::params::{choose, Needs, PFail};
@@ -25,6 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::encoding::Encoding;
 use crate::error::FheError;
 use crate::noise;
 use crate::program::{Analysis, Program};
@@ -67,71 +68,97 @@ impl PFail {
     }
 }
 
+/// One value that must decode: its width and where its noise comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Requirement {
+    /// Its message width in bits (padding included): the decoding threshold
+    /// is `2^-(bits + 1)`.
+    pub bits: u32,
+    /// Σw² over fresh encryptions.
+    pub fresh: f64,
+    /// Σw² over bootstrap outputs.
+    pub bootstrapped: f64,
+}
+
 /// What a program asks of the parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Needs {
-    /// Message space in bits, padding included.
-    pub message_bits: u32,
-    /// Worst Σw² over fresh encryptions, among table inputs.
-    pub lut_fresh: f64,
-    /// Worst Σw² over bootstrap outputs, among table inputs.
-    pub lut_bootstrapped: f64,
-    /// Worst Σw² over fresh encryptions, among outputs.
-    pub out_fresh: f64,
-    /// Worst Σw² over bootstrap outputs, among outputs.
-    pub out_bootstrapped: f64,
+    /// Table inputs (one bootstrap each), worst case per width.
+    pub tables: Vec<Requirement>,
+    /// Outputs (one decryption each), worst case per width.
+    pub outputs: Vec<Requirement>,
     /// Bootstraps per evaluation.
     pub pbs_count: usize,
     /// Decrypted outputs per evaluation.
-    pub outputs: usize,
+    pub output_count: usize,
     /// Encrypted inputs per evaluation (they are packed into GLWE ciphertexts).
     pub inputs: usize,
+}
+
+/// Keeps, per width, the largest noise weights (a safe bound for every
+/// requirement of that width).
+fn worst_per_width(reqs: impl IntoIterator<Item = Requirement>) -> Vec<Requirement> {
+    let mut out: Vec<Requirement> = Vec::new();
+    for r in reqs {
+        match out.iter_mut().find(|o| o.bits == r.bits) {
+            Some(o) => {
+                o.fresh = o.fresh.max(r.fresh);
+                o.bootstrapped = o.bootstrapped.max(r.bootstrapped);
+            }
+            None => out.push(r),
+        }
+    }
+    out.sort_by_key(|r| r.bits);
+    out
 }
 
 impl Needs {
     /// Needs of a program without tables: one `bits`-wide output with Σw² = `fresh`.
     pub fn leveled(bits: u32, fresh: f64) -> Self {
         Self {
-            message_bits: bits,
-            lut_fresh: 0.0,
-            lut_bootstrapped: 0.0,
-            out_fresh: fresh,
-            out_bootstrapped: 0.0,
+            tables: Vec::new(),
+            outputs: vec![Requirement {
+                bits,
+                fresh,
+                bootstrapped: 0.0,
+            }],
             pbs_count: 0,
-            outputs: 1,
+            output_count: 1,
             inputs: 1,
         }
     }
 
-    /// Reads the needs off an analyzed program. The message width is the
-    /// widest value's, plus one padding bit for the whole program when it has
-    /// tables (their inputs need it; one width serves every value).
+    /// Reads the needs off an analyzed program, at the widths of its
+    /// [`Encoding`].
     pub fn of(program: &Program, analysis: &Analysis) -> Self {
-        let mut needs = Self {
-            message_bits: 1,
-            lut_fresh: 0.0,
-            lut_bootstrapped: 0.0,
-            out_fresh: 0.0,
-            out_bootstrapped: 0.0,
-            pbs_count: program.pbs_count(),
-            outputs: program.outputs.len(),
-            inputs: program.inputs.len(),
+        let encoding = Encoding::of(program, analysis);
+        let req = |v: usize| Requirement {
+            bits: encoding.bits[v],
+            fresh: analysis.values[v].noise.fresh,
+            bootstrapped: analysis.values[v].noise.bootstrapped,
         };
-        let padding = u32::from(needs.pbs_count > 0);
-        for v in &analysis.values {
-            needs.message_bits = needs.message_bits.max(v.range.bits() + padding);
+        Self {
+            tables: worst_per_width(program.lut_inputs().map(|(v, _)| req(v))),
+            outputs: worst_per_width(program.outputs.iter().map(|&v| req(v))),
+            pbs_count: program.pbs_count(),
+            output_count: program.outputs.len(),
+            inputs: program.inputs.len(),
         }
-        for (input, _) in program.lut_inputs() {
-            let n = analysis.values[input].noise;
-            needs.lut_fresh = needs.lut_fresh.max(n.fresh);
-            needs.lut_bootstrapped = needs.lut_bootstrapped.max(n.bootstrapped);
-        }
-        for &o in &program.outputs {
-            let n = analysis.values[o].noise;
-            needs.out_fresh = needs.out_fresh.max(n.fresh);
-            needs.out_bootstrapped = needs.out_bootstrapped.max(n.bootstrapped);
-        }
-        needs
+    }
+
+    /// The widest table input (0 without tables).
+    pub fn max_table_bits(&self) -> u32 {
+        self.tables.iter().map(|r| r.bits).max().unwrap_or(0)
+    }
+
+    /// The widest value that must decode.
+    pub fn max_bits(&self) -> u32 {
+        self.tables
+            .iter()
+            .chain(&self.outputs)
+            .map(|r| r.bits)
+            .max()
+            .unwrap_or(1)
     }
 }
 
@@ -171,7 +198,8 @@ pub struct Predicted {
 /// A complete parameter set.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FheParams {
-    /// Message space in bits, padding included: `Δ = 2^(64 − message_bits)`.
+    /// Width of the widest value, padding included (each value's own width
+    /// is in the program's [`Encoding`]).
     pub message_bits: u32,
     /// GLWE dimension of the key inputs are encrypted under.
     pub input_glwe_dimension: usize,
@@ -180,9 +208,9 @@ pub struct FheParams {
     pub input_polynomial_size: usize,
     /// `k·N` of that key: the LWE dimension of every value's ciphertext.
     pub input_lwe_dimension: usize,
-    /// Outputs are modulus-switched to `2^output_log_modulus` and bit-packed
-    /// before they go back to the client (64: not switched).
-    pub output_log_modulus: u32,
+    /// Outputs are modulus-switched to `2^(bits + output_extra_bits)` (at
+    /// most 2^64) and bit-packed before they go back to the client.
+    pub output_extra_bits: u32,
     /// Keyswitch and bootstrap parameters, when the program has tables.
     pub pbs: Option<PbsParams>,
     /// The target the parameters were chosen for.
@@ -203,14 +231,15 @@ impl FheParams {
             .map(|p| noise::min_lwe_variance(p.lwe_dimension).sqrt())
     }
 
-    /// `log2 Δ`: where the message sits in the 64-bit torus.
-    pub fn log2_delta(&self) -> u32 {
-        64 - self.message_bits
+    /// The modulus (log2) an output of `bits` is switched to before it is sent.
+    pub fn output_log_modulus(&self, bits: u32) -> u32 {
+        (bits + self.output_extra_bits).min(64)
     }
 
-    /// Size of one output ciphertext as sent back (switched and packed), in bytes.
-    pub fn output_bytes(&self) -> usize {
-        ((self.input_lwe_dimension + 1) * self.output_log_modulus as usize).div_ceil(8)
+    /// Size of one output ciphertext of `bits` as sent back (switched and
+    /// packed), in bytes.
+    pub fn output_bytes(&self, bits: u32) -> usize {
+        ((self.input_lwe_dimension + 1) * self.output_log_modulus(bits) as usize).div_ceil(8)
     }
 
     /// Size of one ciphertext under the input key, in bytes.
@@ -281,53 +310,84 @@ fn best_bases(
         .collect()
 }
 
+fn threshold_log2(bits: u32) -> f64 {
+    -(bits as f64) - 1.0
+}
+
+/// Variance allowed for a value of `bits` at `z` standard deviations.
+fn budget(bits: u32, z: f64) -> f64 {
+    (threshold_log2(bits).exp2() / z).powi(2)
+}
+
+/// Worst failure probability (log2) over requirements, given each one's variance.
+fn worst_fail(reqs: &[Requirement], variance: impl Fn(&Requirement) -> f64) -> f64 {
+    reqs.iter()
+        .map(|r| noise::log2_p_fail_for(variance(r), threshold_log2(r.bits)))
+        .fold(f64::NEG_INFINITY, f64::max)
+}
+
+fn union_bound(needs: &Needs, p_pbs: f64, p_out: f64) -> f64 {
+    (needs.pbs_count as f64 * p_pbs.exp2() + needs.output_count.max(1) as f64 * p_out.exp2()).log2()
+}
+
 /// Chooses how far outputs are modulus-switched before they are sent: the
-/// fewest bits whose rounding noise takes at most 1/16 of the decoding
-/// budget, then updates the predicted output failure probability.
-fn switch_outputs(params: &mut FheParams, needs: &Needs, out_variance: f64, budget: f64) {
+/// fewest extra bits whose rounding noise takes at most 1/16 of every
+/// output's decoding budget, then updates the predicted output failure.
+fn switch_outputs(params: &mut FheParams, needs: &Needs, var_fresh: f64, var_pbs: f64, z: f64) {
     let dimension = params.input_lwe_dimension;
-    let log2_threshold = -(needs.message_bits as f64) - 1.0;
-    let chosen = (needs.message_bits + 1..64)
-        .find(|&m| {
-            let ms = noise::plain_modulus_switch_variance(dimension, m);
-            ms <= budget / 16.0 && out_variance + ms <= budget
+    let var = |r: &Requirement| r.fresh * var_fresh + r.bootstrapped * var_pbs;
+    let ms = |r: &Requirement, extra: u32| {
+        let m = (r.bits + extra).min(64);
+        if m >= 64 {
+            0.0
+        } else {
+            noise::plain_modulus_switch_variance(dimension, m)
+        }
+    };
+    let extra = (1..=64)
+        .find(|&e| {
+            needs.outputs.iter().all(|r| {
+                let b = budget(r.bits, z);
+                ms(r, e) <= b / 16.0 && var(r) + ms(r, e) <= b
+            })
         })
         .unwrap_or(64);
-    params.output_log_modulus = chosen;
-    let ms = if chosen < 64 {
-        noise::plain_modulus_switch_variance(dimension, chosen)
-    } else {
-        0.0
-    };
-    let p_out = noise::log2_p_fail_for(out_variance + ms, log2_threshold);
-    let p = &mut params.predicted;
-    p.log2_p_fail_output = p_out;
-    p.log2_p_fail_program = (needs.pbs_count as f64 * p.log2_p_fail_pbs.exp2()
-        + needs.outputs.max(1) as f64 * p_out.exp2())
-    .log2();
+    params.output_extra_bits = extra;
+    let p_out = worst_fail(&needs.outputs, |r| var(r) + ms(r, extra));
+    params.predicted.log2_p_fail_output = p_out;
+    params.predicted.log2_p_fail_program =
+        union_bound(needs, params.predicted.log2_p_fail_pbs, p_out);
+}
+
+/// Variances of one bootstrap candidate: (fresh, bootstrap output, keyswitch, modulus switch).
+fn pbs_variances(pbs: &PbsParams) -> (f64, f64, f64, f64) {
+    let big = pbs.glwe_dimension * pbs.polynomial_size;
+    (
+        noise::min_lwe_variance(big),
+        noise::pbs_variance(
+            pbs.lwe_dimension,
+            pbs.glwe_dimension,
+            pbs.polynomial_size,
+            pbs.pbs_base_log,
+            pbs.pbs_level,
+        ),
+        noise::keyswitch_variance(big, pbs.lwe_dimension, pbs.ks_base_log, pbs.ks_level),
+        noise::modulus_switch_variance(pbs.lwe_dimension, pbs.polynomial_size.trailing_zeros() + 1),
+    )
 }
 
 /// What the noise and cost models predict for given bootstrap parameters
-/// (inputs under the GLWE key of the bootstrap), for any candidate set —
-/// ours or a stock one.
+/// (inputs under the GLWE key of the bootstrap, outputs not switched), for
+/// any candidate set — ours or a stock one.
 pub fn predict(needs: &Needs, pbs: &PbsParams) -> Predicted {
-    let log2_threshold = -(needs.message_bits as f64) - 1.0;
-    let fail = |v: f64| noise::log2_p_fail_for(v, log2_threshold);
+    let (var_fresh, var_pbs, var_ks, var_ms) = pbs_variances(pbs);
+    let p_pbs = worst_fail(&needs.tables, |r| {
+        r.fresh * var_fresh + r.bootstrapped * var_pbs + var_ks + var_ms
+    });
+    let p_out = worst_fail(&needs.outputs, |r| {
+        r.fresh * var_fresh + r.bootstrapped * var_pbs
+    });
     let big = pbs.glwe_dimension * pbs.polynomial_size;
-    let var_fresh = noise::min_lwe_variance(big);
-    let var_pbs = noise::pbs_variance(
-        pbs.lwe_dimension,
-        pbs.glwe_dimension,
-        pbs.polynomial_size,
-        pbs.pbs_base_log,
-        pbs.pbs_level,
-    );
-    let var_ks = noise::keyswitch_variance(big, pbs.lwe_dimension, pbs.ks_base_log, pbs.ks_level);
-    let log2_big_n = pbs.polynomial_size.trailing_zeros();
-    let var_ms = noise::modulus_switch_variance(pbs.lwe_dimension, log2_big_n + 1);
-    let lut = needs.lut_fresh * var_fresh + needs.lut_bootstrapped * var_pbs + var_ks + var_ms;
-    let out = needs.out_fresh * var_fresh + needs.out_bootstrapped * var_pbs;
-    let (p_pbs, p_out) = (fail(lut), fail(out));
     let cost = pbs_cost(
         pbs.lwe_dimension,
         pbs.glwe_dimension,
@@ -337,9 +397,7 @@ pub fn predict(needs: &Needs, pbs: &PbsParams) -> Predicted {
     Predicted {
         log2_p_fail_pbs: p_pbs,
         log2_p_fail_output: p_out,
-        log2_p_fail_program: (needs.pbs_count as f64 * p_pbs.exp2()
-            + needs.outputs as f64 * p_out.exp2())
-        .log2(),
+        log2_p_fail_program: union_bound(needs, p_pbs, p_out),
         pbs_ms: cost * MS_PER_UNIT,
     }
 }
@@ -358,20 +416,20 @@ pub fn choose(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
         PFail::PerOp(x) => (0, x),
         PFail::Global(x) => (1, x),
     };
-    let key: Key = (
-        vec![
-            u64::from(needs.message_bits),
-            needs.lut_fresh.to_bits(),
-            needs.lut_bootstrapped.to_bits(),
-            needs.out_fresh.to_bits(),
-            needs.out_bootstrapped.to_bits(),
-            needs.pbs_count as u64,
-            needs.outputs as u64,
-            needs.inputs as u64,
-        ],
-        kind,
-        x.to_bits(),
-    );
+    let mut fields = vec![
+        needs.pbs_count as u64,
+        needs.output_count as u64,
+        needs.inputs as u64,
+        needs.tables.len() as u64,
+    ];
+    for r in needs.tables.iter().chain(&needs.outputs) {
+        fields.extend([
+            u64::from(r.bits),
+            r.fresh.to_bits(),
+            r.bootstrapped.to_bits(),
+        ]);
+    }
+    let key: Key = (fields, kind, x.to_bits());
     let cache = CACHE.get_or_init(Default::default);
     if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
         return Ok(hit);
@@ -386,53 +444,65 @@ pub fn choose(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
 /// The search behind [`choose`].
 fn search(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
     target.validate()?;
-    let ops = needs.pbs_count + needs.outputs;
-    let log2_target = target.per_op_log2(ops);
+    let log2_target = target.per_op_log2(needs.pbs_count + needs.output_count);
     let z = noise::z_for_log2_p_fail(log2_target);
-    // Errors below half a step decode correctly: threshold 2^-(bits+1).
-    let log2_threshold = -(needs.message_bits as f64) - 1.0;
-    let budget = (log2_threshold.exp2() / z).powi(2);
-    let fail = |v: f64| noise::log2_p_fail_for(v, log2_threshold);
+    // How far past its budget the worst requirement is (≤ 1: feasible).
+    let excess = |reqs: &[Requirement], var: &dyn Fn(&Requirement) -> f64| {
+        reqs.iter()
+            .map(|r| var(r) / budget(r.bits, z))
+            .fold(0.0f64, f64::max)
+    };
 
-    if needs.pbs_count == 0 {
+    if needs.pbs_count == 0 || needs.tables.is_empty() {
         // One GLWE ciphertext holds all inputs: N covers them, k sets security.
         let big_n = needs
             .inputs
             .next_power_of_two()
             .clamp(MIN_PACKING_POLY_SIZE, 1024);
-        let mut best = f64::INFINITY;
+        let mut least = f64::INFINITY;
         let first = LWE_DIMENSIONS.start().div_ceil(big_n);
         for k in first..=MAX_GLWE_LWE_DIMENSION / big_n {
             let dimension = k * big_n;
-            let var = needs.out_fresh * noise::min_lwe_variance(dimension);
-            best = best.min(fail(var));
-            if var <= budget {
-                let p_out = fail(var);
+            let var_fresh = noise::min_lwe_variance(dimension);
+            let over = excess(&needs.outputs, &|r| r.fresh * var_fresh);
+            least = least.min(over);
+            if over <= 1.0 {
                 let mut params = FheParams {
-                    message_bits: needs.message_bits,
+                    message_bits: needs.max_bits(),
                     input_glwe_dimension: k,
                     input_polynomial_size: big_n,
                     input_lwe_dimension: dimension,
-                    output_log_modulus: 64,
+                    output_extra_bits: 64,
                     pbs: None,
                     target,
                     predicted: Predicted {
                         log2_p_fail_pbs: f64::NEG_INFINITY,
-                        log2_p_fail_output: p_out,
-                        log2_p_fail_program: p_out + (needs.outputs.max(1) as f64).log2(),
+                        log2_p_fail_output: f64::NEG_INFINITY,
+                        log2_p_fail_program: f64::NEG_INFINITY,
                         pbs_ms: 0.0,
                     },
                 };
-                switch_outputs(&mut params, needs, var, budget);
+                switch_outputs(&mut params, needs, var_fresh, 0.0, z);
                 return Ok(params);
             }
         }
+        let worst = needs
+            .outputs
+            .iter()
+            .max_by_key(|r| r.bits)
+            .copied()
+            .unwrap_or(Requirement {
+                bits: 1,
+                fresh: 0.0,
+                bootstrapped: 0.0,
+            });
         return Err(FheError::NoParameters {
             what: "the widest output".into(),
-            bits: needs.message_bits,
-            norm: needs.out_fresh.sqrt(),
+            bits: worst.bits,
+            norm: worst.fresh.sqrt(),
             log2_p_fail: log2_target,
-            best_log2_p_fail: best,
+            // The worst variance is `least` budgets: its threshold is z/√least σ.
+            best_log2_p_fail: noise::log2_p_fail(z / least.sqrt()),
             hint: "use fewer input or weight bits, or a higher failure probability",
         });
     }
@@ -448,14 +518,15 @@ fn search(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
             )
         })
         .collect();
+    let max_table_bits = needs.max_table_bits();
     let mut best: Option<(f64, FheParams)> = None;
-    let mut least_excess = f64::INFINITY;
+    let mut least = f64::INFINITY;
     for k in GLWE_DIMENSIONS {
         for log2_n in LOG2_POLY_SIZES {
             let big_n = 1usize << log2_n;
             let big = k * big_n;
             // The lookup table needs at least two slots per message value.
-            if big > MAX_GLWE_LWE_DIMENSION || log2_n < needs.message_bits {
+            if big > MAX_GLWE_LWE_DIMENSION || log2_n < max_table_bits {
                 continue;
             }
             let var_fresh = noise::min_lwe_variance(big);
@@ -465,13 +536,20 @@ fn search(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
                 let var_ms = noise::modulus_switch_variance(n, log2_n + 1);
                 for &(pb, pl, pbs_unit) in &pbs_per_n {
                     let var_pbs = pbs_unit * n as f64;
-                    let out = needs.out_fresh * var_fresh + needs.out_bootstrapped * var_pbs;
-                    let lut_lin = needs.lut_fresh * var_fresh + needs.lut_bootstrapped * var_pbs;
+                    let out = excess(&needs.outputs, &|r| {
+                        r.fresh * var_fresh + r.bootstrapped * var_pbs
+                    });
+                    if out > 1.0 {
+                        least = least.min(out);
+                        continue;
+                    }
                     for &(kb, kl, ks_unit) in ks_per_n_in {
-                        let lut = lut_lin + ks_unit * big as f64 + var_ms;
-                        let worst = lut.max(out);
-                        if worst > budget {
-                            least_excess = least_excess.min(worst);
+                        let var_ks = ks_unit * big as f64;
+                        let lut = excess(&needs.tables, &|r| {
+                            r.fresh * var_fresh + r.bootstrapped * var_pbs + var_ks + var_ms
+                        });
+                        if lut > 1.0 {
+                            least = least.min(lut);
                             continue;
                         }
                         let cost = pbs_cost(n, k, big_n, pl) + ks_cost(big, n, kl);
@@ -490,11 +568,11 @@ fn search(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
                         best = Some((
                             cost,
                             FheParams {
-                                message_bits: needs.message_bits,
+                                message_bits: needs.max_bits(),
                                 input_glwe_dimension: k,
                                 input_polynomial_size: big_n,
                                 input_lwe_dimension: big,
-                                output_log_modulus: 64,
+                                output_extra_bits: 64,
                                 pbs: Some(pbs),
                                 target,
                                 predicted: predict(needs, &pbs),
@@ -505,28 +583,34 @@ fn search(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
             }
         }
     }
-    let best_fail = fail(least_excess);
-    if let Some((_, params)) = &mut best {
-        let pbs = params.pbs.expect("set in the search above");
-        let out = needs.out_fresh * noise::min_lwe_variance(params.input_lwe_dimension)
-            + needs.out_bootstrapped
-                * noise::pbs_variance(
-                    pbs.lwe_dimension,
-                    pbs.glwe_dimension,
-                    pbs.polynomial_size,
-                    pbs.pbs_base_log,
-                    pbs.pbs_level,
-                );
-        switch_outputs(params, needs, out, budget);
+    match best {
+        Some((_, mut params)) => {
+            let pbs = params.pbs.expect("set in the search above");
+            let (var_fresh, var_pbs, _, _) = pbs_variances(&pbs);
+            switch_outputs(&mut params, needs, var_fresh, var_pbs, z);
+            Ok(params)
+        }
+        None => {
+            let widest = needs
+                .tables
+                .iter()
+                .max_by_key(|r| r.bits)
+                .copied()
+                .unwrap_or(Requirement {
+                    bits: 1,
+                    fresh: 0.0,
+                    bootstrapped: 0.0,
+                });
+            Err(FheError::NoParameters {
+                what: "the widest table input".into(),
+                bits: widest.bits,
+                norm: (widest.fresh + widest.bootstrapped).sqrt(),
+                log2_p_fail: log2_target,
+                best_log2_p_fail: noise::log2_p_fail(z / least.sqrt()),
+                hint: "round the value to fewer bits before the table, use fewer bits, or a higher failure probability",
+            })
+        }
     }
-    best.map(|(_, p)| p).ok_or(FheError::NoParameters {
-        what: "the widest table input".into(),
-        bits: needs.message_bits,
-        norm: (needs.lut_fresh + needs.lut_bootstrapped).sqrt(),
-        log2_p_fail: log2_target,
-        best_log2_p_fail: best_fail,
-        hint: "round the value to fewer bits before the table, use fewer bits, or a higher failure probability",
-    })
 }
 
 #[cfg(test)]
@@ -559,13 +643,18 @@ mod tests {
 
     fn lut_needs(bits: u32) -> Needs {
         Needs {
-            message_bits: bits + 1,
-            lut_fresh: 1.0,
-            lut_bootstrapped: 0.0,
-            out_fresh: 0.0,
-            out_bootstrapped: 1.0,
+            tables: vec![Requirement {
+                bits: bits + 1,
+                fresh: 1.0,
+                bootstrapped: 0.0,
+            }],
+            outputs: vec![Requirement {
+                bits: bits + 1,
+                fresh: 0.0,
+                bootstrapped: 1.0,
+            }],
             pbs_count: 1,
-            outputs: 1,
+            output_count: 1,
             inputs: 1,
         }
     }

@@ -120,7 +120,7 @@ pub mod iris {
             input_glwe_dimension: 156,
             input_polynomial_size: 8,
             input_lwe_dimension: 1248,
-            output_log_modulus: 26,
+            output_extra_bits: 9,
             pbs: ::core::option::Option::None,
             target: ::cml_runtime::PFail::PerOp(-40.0),
             predicted: ::cml_runtime::params::Predicted {

@@ -27,10 +27,12 @@
 //! let params = choose(&Needs::of(&p, &a), PFail::default()).unwrap();
 //! let client = ClientKey::generate(&params);
 //! let server = client.evaluation_keys();
-//! let ct = client.encrypt(&[10, 20]).unwrap();
+//! let e = cml_runtime::encoding::Encoding::of(&p, &a);
+//! let ct = client.encrypt(&[10, 20], e.inputs(&p)).unwrap();
 //! let out = server.run(&p, &ct).unwrap();
 //! let ranges: Vec<_> = p.outputs.iter().map(|&o| a.values[o].range).collect();
-//! assert_eq!(client.decrypt(&out, &ranges).unwrap(), vec![3 * 10 - 2 * 20 + 7]);
+//! let out = client.decrypt(&out, &ranges, &e.outputs(&p)).unwrap();
+//! assert_eq!(out, vec![3 * 10 - 2 * 20 + 7]);
 //! ```
 
 use serde::de::DeserializeOwned;
@@ -38,8 +40,9 @@ use serde::{Deserialize, Serialize};
 use tfhe::core_crypto::fft_impl::fft64::math::fft::Fft;
 use tfhe::core_crypto::prelude::*;
 
+use crate::encoding::Encoding;
 use crate::error::{FheError, ProgramError};
-use crate::params::{FheParams, Needs};
+use crate::params::{choose, FheParams, Needs};
 use crate::program::{Interval, Op, Program, Table};
 
 /// Default size limit when reading serialized objects (4 GiB).
@@ -115,11 +118,13 @@ pub struct EncryptedInput {
     cts: SeededGlweCiphertextListOwned<u64>,
 }
 
-/// Encrypted program outputs, modulus-switched to `2^output_log_modulus` and
-/// bit-packed (the form sent back to the client).
+/// Encrypted program outputs, each modulus-switched to
+/// `2^(bits + output_extra_bits)` and bit-packed (the form sent back to the
+/// client), with the width of each.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct EncryptedOutput {
     params: FheParams,
+    bits: Vec<u32>,
     cts: Vec<CompressedModulusSwitchedLweCiphertext<u64>>,
 }
 
@@ -188,24 +193,29 @@ impl ClientKey {
         self.compressed_evaluation_keys().decompress()
     }
 
-    /// Encrypts integer program inputs. Each must fit the message space.
-    pub fn encrypt(&self, values: &[i64]) -> Result<EncryptedInput, FheError> {
-        let limit = 1i128 << (self.params.message_bits - 1);
-        if let Some(v) = values
-            .iter()
-            .find(|&&v| (v as i128) >= 2 * limit || (v as i128) < -limit)
-        {
+    /// Encrypts integer program inputs, each at its width (`bits`, from the
+    /// program's [`Encoding`]). Each value must fit its width.
+    pub fn encrypt(&self, values: &[i64], bits: &[u32]) -> Result<EncryptedInput, FheError> {
+        if bits.len() != values.len() {
             return Err(FheError::Mismatch(format!(
-                "input {v} does not fit the {}-bit message space",
-                self.params.message_bits
+                "{} inputs for {} input widths",
+                values.len(),
+                bits.len()
             )));
         }
-        let delta_log = self.params.log2_delta();
+        for (&v, &b) in values.iter().zip(bits) {
+            let limit = 1i128 << (b.clamp(1, 64) - 1);
+            if (v as i128) >= 2 * limit || (v as i128) < -limit {
+                return Err(FheError::Mismatch(format!(
+                    "input {v} does not fit its {b}-bit message space"
+                )));
+            }
+        }
         let big_n = self.params.input_polynomial_size;
         let glwe_count = values.len().div_ceil(big_n).max(1);
         let mut encoded = vec![0u64; glwe_count * big_n];
-        for (slot, &v) in encoded.iter_mut().zip(values) {
-            *slot = (v as u64).wrapping_shl(delta_log);
+        for ((slot, &v), &b) in encoded.iter_mut().zip(values).zip(bits) {
+            *slot = (v as u64).wrapping_shl(64 - b.clamp(1, 64));
         }
         let mut seeder = new_seeder();
         let mut cts = SeededGlweCiphertextList::new(
@@ -232,35 +242,37 @@ impl ClientKey {
 
     /// Decrypts program outputs; `ranges` are the outputs' proven ranges
     /// (from the program's analysis), used to lift each value out of the
-    /// modular message space.
+    /// modular message space, and `bits` their widths (from its [`Encoding`]).
     pub fn decrypt(
         &self,
         out: &EncryptedOutput,
         ranges: &[Interval],
+        bits: &[u32],
     ) -> Result<Vec<i64>, FheError> {
         if out.params != self.params {
             return Err(FheError::Mismatch(
                 "outputs were computed under other parameters than this key's".into(),
             ));
         }
-        if out.cts.len() != ranges.len() {
+        if out.cts.len() != ranges.len() || out.bits != bits {
             return Err(FheError::Mismatch(format!(
-                "{} encrypted outputs for {} output ranges",
+                "{} encrypted outputs of widths {:?} for {} output ranges of widths {bits:?}",
                 out.cts.len(),
+                out.bits,
                 ranges.len()
             )));
         }
-        let bits = self.params.message_bits;
-        let log_modulus = self.params.output_log_modulus;
-        let modulus_mask = low_mask(log_modulus);
-        let message_mask = low_mask(bits);
-        let delta_log = log_modulus - bits;
         let key = self.keys.glwe.as_lwe_secret_key();
         Ok(out
             .cts
             .iter()
             .zip(ranges)
-            .map(|(ct, range)| {
+            .zip(bits)
+            .map(|((ct, range), &bits)| {
+                let log_modulus = self.params.output_log_modulus(bits);
+                let modulus_mask = low_mask(log_modulus);
+                let message_mask = low_mask(bits);
+                let delta_log = log_modulus - bits;
                 let switched = ct.extract();
                 let dot = switched.mask().zip(key.as_ref()).fold(0u64, |acc, (a, s)| {
                     acc.wrapping_add((a as u64).wrapping_mul(*s))
@@ -435,29 +447,38 @@ impl EncryptedOutput {
 
     /// Serializes the ciphertexts.
     pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
-        to_bytes("encrypted output", &self.params, &self.cts)
+        to_bytes("encrypted output", &self.params, &(&self.bits, &self.cts))
     }
 
     /// Reads ciphertexts, checking they conform to `expected` parameters.
     pub fn from_bytes(bytes: &[u8], limit: u64, expected: &FheParams) -> Result<Self, FheError> {
         use tfhe::conformance::ParameterSetConformant;
-        let (params, cts): (FheParams, Vec<CompressedModulusSwitchedLweCiphertext<u64>>) =
+        type Parts = (Vec<u32>, Vec<CompressedModulusSwitchedLweCiphertext<u64>>);
+        let (params, (bits, cts)): (FheParams, Parts) =
             from_bytes("encrypted output", bytes, limit)?;
         let dimension = LweDimension(params.input_lwe_dimension);
-        let conformance_params = CompressedModulusSwitchedLweCiphertextConformanceParams {
-            ct_params: LweCiphertextConformanceParams {
-                lwe_dim: dimension,
-                ct_modulus: native(),
-            },
-            ms_decompression_type: MsDecompressionType::ClassicPbs {
-                br_input_modulus_log: CiphertextModulusLog(params.output_log_modulus as usize),
-                br_input_lwe_dim: dimension,
-            },
+        let conformant = |ct: &CompressedModulusSwitchedLweCiphertext<u64>, b: u32| {
+            (1..=64).contains(&b)
+                && ct.is_conformant(&CompressedModulusSwitchedLweCiphertextConformanceParams {
+                    ct_params: LweCiphertextConformanceParams {
+                        lwe_dim: dimension,
+                        ct_modulus: native(),
+                    },
+                    ms_decompression_type: MsDecompressionType::ClassicPbs {
+                        br_input_modulus_log: CiphertextModulusLog(
+                            params.output_log_modulus(b) as usize
+                        ),
+                        br_input_lwe_dim: dimension,
+                    },
+                })
         };
-        if params != *expected || !cts.iter().all(|c| c.is_conformant(&conformance_params)) {
+        if params != *expected
+            || bits.len() != cts.len()
+            || !cts.iter().zip(&bits).all(|(c, &b)| conformant(c, b))
+        {
             return Err(conformance("encrypted output"));
         }
-        Ok(Self { params, cts })
+        Ok(Self { params, bits, cts })
     }
 }
 
@@ -467,21 +488,28 @@ impl EvaluationKeys {
         &self.params
     }
 
-    /// Checks that a program fits these keys' parameters.
+    /// Checks that these keys' parameters are the ones chosen for `program`
+    /// (the choice is deterministic and memoized, so this is cheap).
     pub fn check_program(&self, program: &Program) -> Result<(), FheError> {
         let analysis = program
             .analyze()
             .map_err(|e| FheError::Mismatch(e.to_string()))?;
         let needs = Needs::of(program, &analysis);
-        if needs.message_bits > self.params.message_bits {
-            return Err(FheError::Mismatch(format!(
-                "the program needs {} bits of message space, these keys give {}",
-                needs.message_bits, self.params.message_bits
-            )));
-        }
         if needs.pbs_count > 0 && self.bsk.is_none() {
             return Err(FheError::Mismatch(
                 "the program has table lookups but these keys have no bootstrap key".into(),
+            ));
+        }
+        if needs.max_bits() > self.params.message_bits {
+            return Err(FheError::Mismatch(format!(
+                "the program needs {} bits of message space, these keys give {}",
+                needs.max_bits(),
+                self.params.message_bits
+            )));
+        }
+        if choose(&needs, self.params.target)? != self.params {
+            return Err(FheError::Mismatch(
+                "these keys were generated for another program's parameters".into(),
             ));
         }
         Ok(())
@@ -514,9 +542,10 @@ impl EvaluationKeys {
             .map_err(|e| FheError::Mismatch(e.to_string()))?;
         let size = self.params.input_lwe_dimension + 1;
         let mut values = input.extract();
-        let delta_log = self.params.log2_delta();
+        let encoding = Encoding::of(program, &analysis);
         let mut pbs = self.bsk.as_ref().map(|_| PbsContext::new(self));
-        for op in &program.ops {
+        for (i, op) in program.ops.iter().enumerate() {
+            let id = program.inputs.len() + i;
             let out = match op {
                 Op::Linear { terms, constant } => {
                     let mut acc = vec![0u64; size];
@@ -526,8 +555,8 @@ impl EvaluationKeys {
                             *a = a.wrapping_add(w.wrapping_mul(*x));
                         }
                     }
-                    acc[size - 1] =
-                        acc[size - 1].wrapping_add((*constant as u64).wrapping_shl(delta_log));
+                    acc[size - 1] = acc[size - 1]
+                        .wrapping_add((*constant as u64).wrapping_shl(encoding.log2_delta(id)));
                     acc
                 }
                 Op::Lut { input, table } => {
@@ -535,24 +564,28 @@ impl EvaluationKeys {
                         FheError::Mismatch("table lookup without a bootstrap key".into())
                     })?;
                     let range = analysis.values[*input].range;
-                    ctx.lookup(&values[*input], range, &program.tables[*table])
+                    let io = (encoding.bits[*input], encoding.log2_delta(id));
+                    ctx.lookup(&values[*input], range, io, &program.tables[*table])
                 }
             };
             values.push(out);
         }
         // Only the top bits matter to the client: switch the modulus down and
         // pack (the rounding noise is in the output failure probability).
-        let log_modulus = CiphertextModulusLog(self.params.output_log_modulus as usize);
+        let bits = encoding.outputs(program);
         let cts = program
             .outputs
             .iter()
-            .map(|&o| {
+            .zip(&bits)
+            .map(|(&o, &b)| {
+                let log_modulus = CiphertextModulusLog(self.params.output_log_modulus(b) as usize);
                 let ct = LweCiphertext::from_container(values[o].as_slice(), native());
                 lwe_ciphertext_modulus_switch::<u64, u64, _>(ct, log_modulus).compress::<u64>()
             })
             .collect();
         Ok(EncryptedOutput {
             params: self.params,
+            bits,
             cts,
         })
     }
@@ -582,8 +615,15 @@ impl<'a> PbsContext<'a> {
     }
 
     /// One table lookup: shift, keyswitch, centered modulus switch, blind
-    /// rotation, sample extraction.
-    fn lookup(&mut self, ct: &[u64], range: Interval, table: &Table) -> Vec<u64> {
+    /// rotation, sample extraction. `(in_bits, out_delta_log)`: the input's
+    /// width (the bootstrap's precision) and the output's scale.
+    fn lookup(
+        &mut self,
+        ct: &[u64],
+        range: Interval,
+        (in_bits, out_delta_log): (u32, u32),
+        table: &Table,
+    ) -> Vec<u64> {
         let params = &self.keys.params;
         let ksk = self
             .keys
@@ -595,7 +635,7 @@ impl<'a> PbsContext<'a> {
             .bsk
             .as_ref()
             .expect("present with a bootstrap key");
-        let delta_log = params.log2_delta();
+        let delta_log = 64 - in_bits;
         let size = ct.len();
 
         let mut shifted = ct.to_vec();
@@ -605,7 +645,7 @@ impl<'a> PbsContext<'a> {
         let mut small = LweCiphertext::new(0u64, ksk.output_lwe_size(), native());
         keyswitch_lwe_ciphertext(ksk, &input, &mut small);
 
-        let mut acc = accumulator(bsk, params.message_bits, delta_log, range, table);
+        let mut acc = accumulator(bsk, in_bits, out_delta_log, range, table);
         let log_modulus = bsk.polynomial_size().to_blind_rotation_input_modulus_log();
         let switched =
             lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(small, log_modulus);
@@ -623,16 +663,16 @@ impl<'a> PbsContext<'a> {
 }
 
 /// The blind-rotation accumulator of a table: entry `table[lo + i]` for the
-/// message `i` in `[0, 2^(message_bits − 1))`, encoded at `Δ`.
+/// message `i` in `[0, 2^(in_bits − 1))`, encoded at `2^delta_log`.
 fn accumulator(
     bsk: &FourierLweBootstrapKeyOwned,
-    message_bits: u32,
+    in_bits: u32,
     delta_log: u32,
     range: Interval,
     table: &Table,
 ) -> GlweCiphertextOwned<u64> {
     let n = bsk.polynomial_size().0;
-    let slots = 1usize << (message_bits - 1);
+    let slots = 1usize << (in_bits - 1);
     let box_size = n / slots;
     let mut body = vec![0u64; n];
     for i in 0..slots {

@@ -34,6 +34,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::backend;
+use crate::encoding::Encoding;
 use crate::error::{DataError, Error};
 use crate::params::{self, FheParams, Needs, PFail};
 use crate::program::{Analysis, Program};
@@ -238,6 +239,8 @@ pub struct CompiledModel {
     pub decoder: Decoder,
     /// Crypto parameters for the program.
     pub params: FheParams,
+    /// Where each value sits in the torus.
+    pub encoding: Encoding,
     #[cfg(feature = "fhe")]
     keys: std::sync::OnceLock<(backend::tfhe::ClientKey, backend::tfhe::EvaluationKeys)>,
 }
@@ -266,6 +269,7 @@ impl CompiledModel {
     ) -> Result<Self, Error> {
         let analysis = program.analyze()?;
         let params = params::choose(&Needs::of(&program, &analysis), p_fail)?;
+        let encoding = Encoding::of(&program, &analysis);
         Ok(Self {
             spec,
             program,
@@ -273,6 +277,7 @@ impl CompiledModel {
             encoder,
             decoder,
             params,
+            encoding,
             #[cfg(feature = "fhe")]
             keys: std::sync::OnceLock::new(),
         })
@@ -365,15 +370,45 @@ impl CompiledModel {
     #[cfg(feature = "fhe")]
     fn predict_execute(&self, rows: &[Vec<f64>]) -> Result<Vec<Prediction>, Error> {
         let (client, server) = self.keys();
-        let ranges = self.output_ranges();
         rows.par_iter()
             .map(|r| {
-                let q = self.quantize(r)?;
-                let ct = client.encrypt(&q)?;
+                let ct = self.encrypt(client, r)?;
                 let out = server.run(&self.program, &ct)?;
-                Ok(self.decode(&client.decrypt(&out, &ranges)?))
+                self.decrypt(client, &out)
             })
             .collect()
+    }
+
+    /// Client: quantizes and encrypts one sample, each input at its width.
+    #[cfg(feature = "fhe")]
+    pub fn encrypt(
+        &self,
+        client: &backend::tfhe::ClientKey,
+        x: &[f64],
+    ) -> Result<backend::tfhe::EncryptedInput, Error> {
+        let q = self.quantize(x)?;
+        Ok(client.encrypt(&q, self.encoding.inputs(&self.program))?)
+    }
+
+    /// Client: decrypts outputs into the program's integers.
+    #[cfg(feature = "fhe")]
+    pub fn decrypt_integers(
+        &self,
+        client: &backend::tfhe::ClientKey,
+        output: &backend::tfhe::EncryptedOutput,
+    ) -> Result<Vec<i64>, Error> {
+        let bits = self.encoding.outputs(&self.program);
+        Ok(client.decrypt(output, &self.output_ranges(), &bits)?)
+    }
+
+    /// Client: decrypts and decodes outputs into a prediction.
+    #[cfg(feature = "fhe")]
+    pub fn decrypt(
+        &self,
+        client: &backend::tfhe::ClientKey,
+        output: &backend::tfhe::EncryptedOutput,
+    ) -> Result<Prediction, Error> {
+        Ok(self.decode(&self.decrypt_integers(client, output)?))
     }
 
     #[cfg(not(feature = "fhe"))]

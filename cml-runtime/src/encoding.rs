@@ -1,0 +1,99 @@
+//! Where each value sits in the 64-bit torus.
+//!
+//! A value `v` with `b` bits of message space is encrypted as `v · 2^(64 − b)`.
+//! Values joined by a linear op must share that scale (the op adds and
+//! scales ciphertexts), so the values of a program fall into *clusters*
+//! (connected through [`Op::Linear`]); each cluster gets the width of its
+//! widest member, plus one padding bit when a member is read by a table
+//! (the blind rotation is negacyclic: a table input must stay in the lower
+//! half of the torus). A table lookup reads its input at the input's width
+//! and writes its output at the output's — so a 4-bit table next to a
+//! 17-bit accumulator bootstraps at 5 bits, not 18.
+//!
+//! ```
+//! use cml_runtime::encoding::Encoding;
+//! use cml_runtime::program::{Interval, Op, Program, Table};
+//!
+//! let mut p = Program::new(vec![Interval::new(0, 15), Interval::new(0, 1000)]);
+//! let t = p.add_table(Table::from_fn("sq", 0..=15, |v| v * v));
+//! let sq = p.push(Op::Lut { input: 0, table: t });
+//! let acc = p.push(Op::Linear { terms: vec![(sq, 100), (1, 1)], constant: 0 });
+//! p.outputs = vec![acc];
+//! let e = Encoding::of(&p, &p.analyze().unwrap());
+//! assert_eq!(e.bits[0], 5); // 4-bit table input + padding
+//! assert_eq!(e.bits[acc], 15); // the accumulator's cluster: up to 23 500
+//! assert_eq!(e.bits[sq], e.bits[acc]); // the table writes at its consumer's scale
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::program::{Analysis, Op, Program, ValueId};
+
+/// Message width (bits, padding included) of every value of a program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encoding {
+    /// Bits per value: the value is encrypted at `Δ = 2^(64 − bits)`.
+    pub bits: Vec<u32>,
+}
+
+fn find(parent: &mut [usize], mut v: usize) -> usize {
+    while parent[v] != v {
+        parent[v] = parent[parent[v]];
+        v = parent[v];
+    }
+    v
+}
+
+impl Encoding {
+    /// Assigns widths: one per cluster of linearly connected values.
+    pub fn of(program: &Program, analysis: &Analysis) -> Self {
+        let n = program.n_values();
+        let mut parent: Vec<usize> = (0..n).collect();
+        for (i, op) in program.ops.iter().enumerate() {
+            if let Op::Linear { terms, .. } = op {
+                let id = program.inputs.len() + i;
+                for &(v, _) in terms {
+                    let (a, b) = (find(&mut parent, id), find(&mut parent, v));
+                    parent[a] = b;
+                }
+            }
+        }
+        let mut width = vec![1u32; n];
+        let mut padded = vec![false; n];
+        for v in 0..n {
+            let root = find(&mut parent, v);
+            width[root] = width[root].max(analysis.values[v].range.bits());
+        }
+        for (input, _) in program.lut_inputs() {
+            let root = find(&mut parent, input);
+            padded[root] = true;
+        }
+        let bits = (0..n)
+            .map(|v| {
+                let root = find(&mut parent, v);
+                (width[root] + u32::from(padded[root])).min(64)
+            })
+            .collect();
+        Self { bits }
+    }
+
+    /// `log2 Δ` of a value.
+    pub fn log2_delta(&self, v: ValueId) -> u32 {
+        64 - self.bits[v]
+    }
+
+    /// Widths of the program's inputs.
+    pub fn inputs<'a>(&'a self, program: &Program) -> &'a [u32] {
+        &self.bits[..program.inputs.len()]
+    }
+
+    /// Widths of the program's outputs.
+    pub fn outputs(&self, program: &Program) -> Vec<u32> {
+        program.outputs.iter().map(|&o| self.bits[o]).collect()
+    }
+
+    /// The widest value.
+    pub fn max_bits(&self) -> u32 {
+        self.bits.iter().copied().max().unwrap_or(1)
+    }
+}

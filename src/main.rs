@@ -315,6 +315,9 @@ fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
                     terms.len()
                 )
             }
+            Op::Round { input, bits } => {
+                format!("round   %{input} by {bits} bits (exact: {bits} 1-bit PBS)")
+            }
             Op::Lut { input, table } => format!(
                 "lut     %{input} through table `{}` ({} bits in, 1 PBS at {} bits)",
                 prog.tables[*table].name,
@@ -371,7 +374,7 @@ fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
         .iter()
         .map(|op| match op {
             Op::Linear { terms, .. } => terms.len(),
-            Op::Lut { .. } => 0,
+            Op::Lut { .. } | Op::Round { .. } => 0,
         })
         .sum();
     // About 0.4 ns per multiply-add of a ciphertext coefficient on this class of machine.

@@ -108,3 +108,36 @@ fn table_precision_follows_its_input_not_the_accumulator() {
         assert_eq!(got, p.eval_clear(&[x0, x1]).unwrap(), "inputs ({x0}, {x1})");
     }
 }
+
+/// Exact rounding before a table: a 10-bit value is rounded by 6 bits (six
+/// 1-bit bootstraps), then a table reads the 5-bit result. Every input on
+/// both sides of every rounding boundary decrypts to the clear result, and
+/// the bootstrap is sized for the rounded width, not for 10 bits.
+#[test]
+fn exact_rounding_before_a_table() {
+    let mut p = Program::new(vec![Interval::new(0, 1023)]);
+    let r = p.push(Op::Round { input: 0, bits: 6 });
+    let t = p.add_table(Table::from_fn("triple", 0..=16, |v| 3 * v - 5));
+    let y = p.push(Op::Lut { input: r, table: t });
+    p.outputs = vec![y, r];
+    let a = p.analyze().unwrap();
+    assert_eq!(a.values[r].range, Interval::new(0, 16));
+    assert_eq!(p.pbs_count(), 7);
+    let e = Encoding::of(&p, &a);
+    assert_eq!(e.bits[r], 6); // 5 bits + padding
+    assert_eq!(e.bits[0], 12); // the input sits 2^6 finer
+    let params = choose(&Needs::of(&p, &a), PFail::default()).unwrap();
+    let pbs = params.pbs.unwrap();
+    assert!(pbs.polynomial_size <= 4096, "{pbs:?}");
+    let client = ClientKey::generate(&params);
+    let server = client.evaluation_keys();
+    let ranges: Vec<Interval> = p.outputs.iter().map(|&o| a.values[o].range).collect();
+    let mut inputs: Vec<i64> = (0..16).flat_map(|k| [64 * k + 31, 64 * k + 32]).collect();
+    inputs.extend([0, 1, 1000, 1023]);
+    for x in inputs {
+        let ct = client.encrypt(&[x], e.inputs(&p)).unwrap();
+        let out = server.run(&p, &ct).unwrap();
+        let got = client.decrypt(&out, &ranges, &e.outputs(&p)).unwrap();
+        assert_eq!(got, p.eval_clear(&[x]).unwrap(), "input {x}");
+    }
+}

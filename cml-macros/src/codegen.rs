@@ -217,6 +217,10 @@ pub fn generate(
             let (input, table) = (usize_lit(*input), usize_lit(*table));
             quote!(::cml_runtime::embed::OpImage::Lut { input: #input, table: #table })
         }
+        Op::Round { input, bits } => {
+            let (input, bits) = (usize_lit(*input), Literal::u32_unsuffixed(*bits));
+            quote!(::cml_runtime::embed::OpImage::Round { input: #input, bits: #bits })
+        }
     });
     let tables = model.program.tables.iter().map(|t| {
         let (tname, offset) = (&t.name, i64_lit(t.offset));

@@ -49,6 +49,13 @@ pub enum OpImage {
         /// Table index.
         table: usize,
     },
+    /// Exact rounding of low bits.
+    Round {
+        /// Value rounded.
+        input: usize,
+        /// Low bits removed.
+        bits: u32,
+    },
 }
 
 /// A lookup table as constants (see [`Table`]).
@@ -110,6 +117,10 @@ impl ProgramImage {
                 OpImage::Lut { input, table } => Op::Lut {
                     input: *input,
                     table: *table,
+                },
+                OpImage::Round { input, bits } => Op::Round {
+                    input: *input,
+                    bits: *bits,
                 },
             });
         }

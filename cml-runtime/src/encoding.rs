@@ -24,6 +24,9 @@
 //! assert_eq!(e.bits[acc], 15); // the accumulator's cluster: up to 23 500
 //! assert_eq!(e.bits[sq], e.bits[acc]); // the table writes at its consumer's scale
 //! ```
+//!
+//! A rounded value ([`Op::Round`]) sits at a `2^bits` coarser scale than its
+//! input, so the input's cluster is `bits` wider than the output's.
 
 use serde::{Deserialize, Serialize};
 
@@ -68,11 +71,35 @@ impl Encoding {
             let root = find(&mut parent, input);
             padded[root] = true;
         }
-        let bits = (0..n)
+        let mut cluster_bits: Vec<u32> = (0..n)
             .map(|v| {
                 let root = find(&mut parent, v);
-                (width[root] + u32::from(padded[root])).min(64)
+                width[root] + u32::from(padded[root])
             })
+            .collect();
+        // A rounded value sits at a 2^bits coarser scale than its input:
+        // widen whichever side is short until `in = out + bits` everywhere.
+        let rounds: Vec<(usize, u32, usize)> = program
+            .rounds()
+            .map(|(i, r, o)| (find(&mut parent, i), r, find(&mut parent, o)))
+            .collect();
+        for _ in 0..=n {
+            let mut changed = false;
+            for &(i, r, o) in &rounds {
+                if cluster_bits[i] < cluster_bits[o] + r {
+                    cluster_bits[i] = (cluster_bits[o] + r).min(64);
+                    changed = true;
+                } else if cluster_bits[o] + r < cluster_bits[i] {
+                    cluster_bits[o] = cluster_bits[i] - r;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let bits = (0..n)
+            .map(|v| cluster_bits[find(&mut parent, v)].min(64))
             .collect();
         Self { bits }
     }

@@ -137,8 +137,23 @@ impl Needs {
             fresh: analysis.values[v].noise.fresh,
             bootstrapped: analysis.values[v].noise.bootstrapped,
         };
+        // Rounding extracts bit j of its input with a bootstrap that reads the
+        // value scaled by 2^(b−1−j) as a 1-bit message (threshold 1/4): its
+        // noise weights grow by 4^(b−1−j), plus the j bits already removed.
+        let extractions = program.rounds().flat_map(|(input, bits, _)| {
+            let b = encoding.bits[input];
+            let noise = analysis.values[input].noise;
+            (0..bits).map(move |j| {
+                let scale = 4f64.powi(b as i32 - 1 - j as i32);
+                Requirement {
+                    bits: 1,
+                    fresh: noise.fresh * scale,
+                    bootstrapped: (noise.bootstrapped + f64::from(j)) * scale,
+                }
+            })
+        });
         Self {
-            tables: worst_per_width(program.lut_inputs().map(|(v, _)| req(v))),
+            tables: worst_per_width(program.lut_inputs().map(|(v, _)| req(v)).chain(extractions)),
             outputs: worst_per_width(program.outputs.iter().map(|&v| req(v))),
             pbs_count: program.pbs_count(),
             output_count: program.outputs.len(),

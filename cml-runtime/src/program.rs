@@ -126,6 +126,22 @@ pub enum Op {
         /// Index into [`Program::tables`].
         table: usize,
     },
+    /// `⌊(input + 2^(bits−1)) / 2^bits⌋`: rounds off the `bits` low bits, so
+    /// that a table after it reads only the bits that matter. Exact in TFHE:
+    /// one 1-bit bootstrap extracts each low bit, which is subtracted; the
+    /// result is the rounded value at a `2^bits` coarser scale.
+    Round {
+        /// The value rounded.
+        input: ValueId,
+        /// Low bits removed (at least 1).
+        bits: u32,
+    },
+}
+
+/// `⌊(v + 2^(bits−1)) / 2^bits⌋`, the semantics of [`Op::Round`].
+pub fn round_shift(v: i64, bits: u32) -> i64 {
+    let half = 1i128 << (bits - 1);
+    ((v as i128 + half).div_euclid(1i128 << bits)) as i64
 }
 
 /// An integer program over encrypted inputs.
@@ -214,19 +230,36 @@ impl Program {
         self.inputs.len() + self.ops.len()
     }
 
-    /// Number of programmable bootstraps one evaluation costs.
+    /// Number of programmable bootstraps one evaluation costs (one per
+    /// table lookup, one per bit rounded off).
     pub fn pbs_count(&self) -> usize {
         self.ops
             .iter()
-            .filter(|op| matches!(op, Op::Lut { .. }))
-            .count()
+            .map(|op| match op {
+                Op::Lut { .. } => 1,
+                Op::Round { bits, .. } => *bits as usize,
+                Op::Linear { .. } => 0,
+            })
+            .sum()
+    }
+
+    /// The rounding ops: `(input, bits, output)`.
+    pub fn rounds(&self) -> impl Iterator<Item = (ValueId, u32, ValueId)> + '_ {
+        let n = self.inputs.len();
+        self.ops
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, op)| match op {
+                Op::Round { input, bits } => Some((*input, *bits, n + i)),
+                _ => None,
+            })
     }
 
     /// The values read by tables, with the table index.
     pub fn lut_inputs(&self) -> impl Iterator<Item = (ValueId, usize)> + '_ {
         self.ops.iter().filter_map(|op| match op {
             Op::Lut { input, table } => Some((*input, *table)),
-            Op::Linear { .. } => None,
+            Op::Linear { .. } | Op::Round { .. } => None,
         })
     }
 
@@ -339,6 +372,28 @@ impl Program {
                     };
                     (info, vec![(id, 1.0)])
                 }
+                Op::Round { input, bits } => {
+                    let x = get(*input)?;
+                    if *bits == 0 || *bits >= 62 {
+                        return Err(ProgramError::Overflow { value: id });
+                    }
+                    let range = Interval::new(
+                        round_shift(x.range.lo, *bits),
+                        round_shift(x.range.hi, *bits),
+                    );
+                    // The input's noise, plus one bootstrap output per bit
+                    // extracted (a source of its own: this op's id).
+                    let mut noise_sources = sources[*input].clone();
+                    noise_sources.push((id, f64::from(*bits).sqrt()));
+                    let info = ValueInfo {
+                        range,
+                        noise: NoiseWeight {
+                            fresh: x.noise.fresh,
+                            bootstrapped: x.noise.bootstrapped + f64::from(*bits),
+                        },
+                    };
+                    (info, noise_sources)
+                }
             };
             values.push(info);
             sources.push(noise_sources);
@@ -407,6 +462,13 @@ impl Program {
                         found: t.entries.len(),
                     })?
                 }
+                Op::Round { input, bits } => {
+                    let x = *values.get(*input).ok_or(ProgramError::Dangling {
+                        op: i,
+                        value: *input,
+                    })?;
+                    round_shift(x, *bits)
+                }
             };
             values.push(v);
         }
@@ -460,6 +522,23 @@ mod tests {
         let a = p.analyze().unwrap();
         assert_eq!(a.values[twice].noise.fresh, 4.0);
         assert_eq!(a.values[back].noise.fresh, 1.0);
+    }
+
+    #[test]
+    fn rounding_rounds_half_up_and_counts_its_bootstraps() {
+        assert_eq!(round_shift(5, 1), 3);
+        assert_eq!(round_shift(4, 2), 1);
+        assert_eq!(round_shift(1, 2), 0);
+        assert_eq!(round_shift(2, 2), 1);
+        assert_eq!(round_shift(-3, 2), -1);
+        let mut p = Program::new(vec![Interval::new(-100, 1000)]);
+        let r = p.push(Op::Round { input: 0, bits: 3 });
+        p.outputs = vec![r];
+        let a = p.analyze().unwrap();
+        assert_eq!(a.values[r].range, Interval::new(-12, 125));
+        assert_eq!(a.values[r].noise.bootstrapped, 3.0);
+        assert_eq!(p.pbs_count(), 3);
+        assert_eq!(p.eval_clear(&[1000]).unwrap(), vec![125]);
     }
 
     #[test]

@@ -559,6 +559,13 @@ impl EvaluationKeys {
                         .wrapping_add((*constant as u64).wrapping_shl(encoding.log2_delta(id)));
                     acc
                 }
+                Op::Round { input, bits } => {
+                    let ctx = pbs.as_mut().ok_or_else(|| {
+                        FheError::Mismatch("rounding without a bootstrap key".into())
+                    })?;
+                    let out_lo = analysis.values[id].range.lo;
+                    ctx.round(&values[*input], encoding.bits[*input], *bits, out_lo)
+                }
                 Op::Lut { input, table } => {
                     let ctx = pbs.as_mut().ok_or_else(|| {
                         FheError::Mismatch("table lookup without a bootstrap key".into())
@@ -624,6 +631,53 @@ impl<'a> PbsContext<'a> {
         (in_bits, out_delta_log): (u32, u32),
         table: &Table,
     ) -> Vec<u64> {
+        let mut shifted = ct.to_vec();
+        let last = shifted.len() - 1;
+        shifted[last] = shifted[last].wrapping_sub((range.lo as u64).wrapping_shl(64 - in_bits));
+        let slots = 1usize << (in_bits - 1);
+        let entries: Vec<u64> = (0..slots)
+            .map(|i| {
+                let v = table.get(range.lo + i as i64).unwrap_or(0);
+                (v as u64).wrapping_shl(out_delta_log)
+            })
+            .collect();
+        self.bootstrap(shifted, &entries)
+    }
+
+    /// Exact rounding (`Op::Round`): removes the `bits` low bits of a value of
+    /// width `in_bits`, one bootstrap per bit, and returns the rounded value
+    /// (whose range starts at `out_lo`) at the 2^bits coarser scale.
+    fn round(&mut self, ct: &[u64], in_bits: u32, bits: u32, out_lo: i64) -> Vec<u64> {
+        let delta_log = 64 - in_bits;
+        let last = ct.len() - 1;
+        // u = v + 2^(bits−1) − out_lo·2^bits ≥ 0; its floor by 2^bits is the
+        // rounded value minus out_lo.
+        let offset = (1i64 << (bits - 1)).wrapping_sub(out_lo.wrapping_shl(bits));
+        let mut u = ct.to_vec();
+        u[last] = u[last].wrapping_add((offset as u64).wrapping_shl(delta_log));
+        for j in 0..bits {
+            // Bit j of u onto the torus's top bit; higher bits wrap away and
+            // lower ones are already removed, so the phase is 0 or 1/2.
+            let scaled: Vec<u64> = u.iter().map(|x| x.wrapping_shl(in_bits - 1 - j)).collect();
+            // A one-slot accumulator of c gives +c for phase 0, −c for 1/2.
+            let c = 1u64 << (j + delta_log - 1);
+            let signed = self.bootstrap(scaled, &[c]);
+            // bit·2^j·Δ = c − signed; subtract it from u.
+            for (ui, si) in u.iter_mut().zip(&signed) {
+                *ui = ui.wrapping_add(*si);
+            }
+            u[last] = u[last].wrapping_sub(c);
+        }
+        // u is now (rounded − out_lo)·2^bits at Δ: the rounded value minus
+        // out_lo at the coarser scale. Add out_lo back there.
+        u[last] = u[last].wrapping_add((out_lo as u64).wrapping_shl(delta_log + bits));
+        u
+    }
+
+    /// Keyswitch, centered modulus switch, blind rotation over an
+    /// accumulator holding `entries` (one per message slot, already
+    /// encoded), sample extraction.
+    fn bootstrap(&mut self, ct: Vec<u64>, entries: &[u64]) -> Vec<u64> {
         let params = &self.keys.params;
         let ksk = self
             .keys
@@ -635,17 +689,10 @@ impl<'a> PbsContext<'a> {
             .bsk
             .as_ref()
             .expect("present with a bootstrap key");
-        let delta_log = 64 - in_bits;
-        let size = ct.len();
-
-        let mut shifted = ct.to_vec();
-        shifted[size - 1] =
-            shifted[size - 1].wrapping_sub((range.lo as u64).wrapping_shl(delta_log));
-        let input = LweCiphertext::from_container(shifted, native());
+        let input = LweCiphertext::from_container(ct, native());
         let mut small = LweCiphertext::new(0u64, ksk.output_lwe_size(), native());
         keyswitch_lwe_ciphertext(ksk, &input, &mut small);
-
-        let mut acc = accumulator(bsk, in_bits, out_delta_log, range, table);
+        let mut acc = accumulator(bsk, entries);
         let log_modulus = bsk.polynomial_size().to_blind_rotation_input_modulus_log();
         let switched =
             lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(small, log_modulus);
@@ -662,23 +709,14 @@ impl<'a> PbsContext<'a> {
     }
 }
 
-/// The blind-rotation accumulator of a table: entry `table[lo + i]` for the
-/// message `i` in `[0, 2^(in_bits − 1))`, encoded at `2^delta_log`.
-fn accumulator(
-    bsk: &FourierLweBootstrapKeyOwned,
-    in_bits: u32,
-    delta_log: u32,
-    range: Interval,
-    table: &Table,
-) -> GlweCiphertextOwned<u64> {
+/// The blind-rotation accumulator: `entries[i]` (already encoded) in the
+/// box of message slot `i`, with the negacyclic half-box rotation.
+fn accumulator(bsk: &FourierLweBootstrapKeyOwned, entries: &[u64]) -> GlweCiphertextOwned<u64> {
     let n = bsk.polynomial_size().0;
-    let slots = 1usize << (in_bits - 1);
-    let box_size = n / slots;
+    let box_size = n / entries.len();
     let mut body = vec![0u64; n];
-    for i in 0..slots {
-        let v = table.get(range.lo + i as i64).unwrap_or(0);
-        let encoded = (v as u64).wrapping_shl(delta_log);
-        body[i * box_size..(i + 1) * box_size].fill(encoded);
+    for (i, &e) in entries.iter().enumerate() {
+        body[i * box_size..(i + 1) * box_size].fill(e);
     }
     // Negacyclic wrap: the first half box belongs to message 0 from below.
     let half = box_size / 2;
@@ -695,7 +733,6 @@ macro_rules! summary_debug {
         impl std::fmt::Debug for $ty {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 let this = self;
-                let _ = this;
                 f.debug_struct(stringify!($ty))
                     $(.field($field, &$value(this)))*
                     .finish_non_exhaustive()
@@ -705,8 +742,8 @@ macro_rules! summary_debug {
 }
 
 summary_debug!(CompressedEvaluationKeys, "params" => |k: &Self| k.params, "bootstrap" => |k: &Self| k.bsk.is_some());
-summary_debug!(EncryptedInput, "values" => |c: &Self| c.count, "message_bits" => |c: &Self| c.params.message_bits);
-summary_debug!(EncryptedOutput, "values" => |c: &Self| c.len(), "message_bits" => |c: &Self| c.params.message_bits);
+summary_debug!(EncryptedInput, "values" => |c: &Self| c.count, "params" => |c: &Self| c.params);
+summary_debug!(EncryptedOutput, "values" => |c: &Self| c.len(), "bits" => |c: &Self| c.bits.clone());
 
 /// The `bits` lowest bits set.
 fn low_mask(bits: u32) -> u64 {

@@ -319,10 +319,15 @@ fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
                 format!("round   %{input} by {bits} bits (exact: {bits} 1-bit PBS)")
             }
             Op::Lut { input, table } => format!(
-                "lut     %{input} through table `{}` ({} bits in, 1 PBS at {} bits)",
+                "lut     %{input} through table `{}` ({} bits in, PBS at {} bits{})",
                 prog.tables[*table].name,
                 a.values[*input].range.bits(),
-                model.encoding.bits[*input]
+                model.encoding.bits[*input],
+                if model.encoding.fused[*input] {
+                    ", shared with the other tables of this input"
+                } else {
+                    ""
+                }
             ),
         };
         println!(
@@ -341,7 +346,11 @@ fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("PBS per prediction: {}", prog.pbs_count());
+    println!(
+        "PBS per prediction: {} ({} table lookups and rounded bits, fused lookups counted once)",
+        model.encoding.pbs_count(prog),
+        prog.pbs_count()
+    );
     println!("widest value: {} bits", a.max_bits());
     let p = &model.params;
     println!("parameters (128-bit security, target {:?}):", p.target);
@@ -382,9 +391,9 @@ fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
     println!(
         "estimated server cost: {:.3} ms leveled + {} PBS × {:.1} ms = {:.2} ms per prediction (one core)",
         leveled_ms,
-        prog.pbs_count(),
+        model.encoding.pbs_count(prog),
         p.predicted.pbs_ms,
-        leveled_ms + prog.pbs_count() as f64 * p.predicted.pbs_ms
+        leveled_ms + model.encoding.pbs_count(prog) as f64 * p.predicted.pbs_ms
     );
     println!(
         "key sizes: bootstrap key {} (Fourier), keyswitching key {}; one ciphertext {}",

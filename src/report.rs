@@ -218,7 +218,7 @@ pub fn evaluate(
         input_bits: model.spec.quantization.input_bits,
         weight_bits: model.spec.quantization.weight_bits,
         max_bits: model.analysis.max_bits(),
-        pbs_count: model.program.pbs_count(),
+        pbs_count: model.encoding.pbs_count(&model.program),
         float: Score::of(task, &float, &truth),
         float_max_abs_diff,
         float_prediction_agreement,

@@ -141,3 +141,51 @@ fn exact_rounding_before_a_table() {
         assert_eq!(got, p.eval_clear(&[x]).unwrap(), "input {x}");
     }
 }
+
+/// Many-LUT: three tables reading the same 3-bit value share one bootstrap
+/// (the value's width grows by 2 bits, still under the 6-bit table that
+/// sets N), so a prediction costs 2 bootstraps instead of 4, exactly.
+#[test]
+fn tables_on_one_value_share_a_bootstrap() {
+    let mut p = Program::new(vec![Interval::new(0, 7), Interval::new(0, 63)]);
+    let t_sq = p.add_table(Table::from_fn("square", 0..=7, |v| v * v));
+    let t_neg = p.add_table(Table::from_fn("neg", 0..=7, |v| -3 * v));
+    let t_par = p.add_table(Table::from_fn("parity", 0..=7, |v| v % 2));
+    let t_z = p.add_table(Table::from_fn("half", 0..=63, |v| v / 2));
+    let a1 = p.push(Op::Lut {
+        input: 0,
+        table: t_sq,
+    });
+    let a2 = p.push(Op::Lut {
+        input: 0,
+        table: t_neg,
+    });
+    let a3 = p.push(Op::Lut {
+        input: 0,
+        table: t_par,
+    });
+    let b = p.push(Op::Lut {
+        input: 1,
+        table: t_z,
+    });
+    p.outputs = vec![a1, a2, a3, b];
+    let a = p.analyze().unwrap();
+    let e = Encoding::of(&p, &a);
+    assert!(e.fused[0] && !e.fused[1]);
+    assert_eq!(e.bits[0], 6); // 3 bits + padding + 2 bits for 4 sub-tables
+    assert_eq!(p.pbs_count(), 4);
+    assert_eq!(e.pbs_count(&p), 2);
+    let needs = Needs::of(&p, &a);
+    assert_eq!(needs.pbs_count, 2);
+    let params = choose(&needs, PFail::default()).unwrap();
+    let client = ClientKey::generate(&params);
+    let server = client.evaluation_keys();
+    let ranges: Vec<Interval> = p.outputs.iter().map(|&o| a.values[o].range).collect();
+    for x in 0..8 {
+        let z = (x * 9 + 5) % 64;
+        let ct = client.encrypt(&[x, z], e.inputs(&p)).unwrap();
+        let out = server.run(&p, &ct).unwrap();
+        let got = client.decrypt(&out, &ranges, &e.outputs(&p)).unwrap();
+        assert_eq!(got, p.eval_clear(&[x, z]).unwrap(), "inputs ({x}, {z})");
+    }
+}

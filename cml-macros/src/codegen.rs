@@ -196,7 +196,7 @@ pub fn generate(
     let input_bits = Literal::u8_unsuffixed(spec.quantization.input_bits);
     let weight_bits = Literal::u8_unsuffixed(spec.quantization.weight_bits);
     let max_bits = Literal::u32_unsuffixed(model.analysis.max_bits());
-    let pbs_count = usize_lit(model.program.pbs_count());
+    let pbs_count = usize_lit(model.encoding.pbs_count(&model.program));
     let features = spec.features();
 
     // Program image.

@@ -37,6 +37,11 @@ use crate::program::{Analysis, Op, Program, ValueId};
 pub struct Encoding {
     /// Bits per value: the value is encrypted at `Δ = 2^(64 − bits)`.
     pub bits: Vec<u32>,
+    /// Per value: whether all table lookups that read it share one bootstrap
+    /// (many-LUT). Set when the value is read by several tables and widening
+    /// its cluster by `⌈log2 k⌉` bits does not raise the program's widest
+    /// table input, so `N` stays and `k − 1` bootstraps are saved.
+    pub fused: Vec<bool>,
 }
 
 fn find(parent: &mut [usize], mut v: usize) -> usize {
@@ -98,10 +103,35 @@ impl Encoding {
                 break;
             }
         }
+        // Many-LUT: k tables reading one value fit one bootstrap if the value
+        // leaves k sub-tables of room, i.e. its cluster is ⌈log2 k⌉ bits wider.
+        let mut readers = vec![0usize; n];
+        for (input, _) in program.lut_inputs() {
+            readers[input] += 1;
+        }
+        let widest_table = program
+            .lut_inputs()
+            .map(|(v, _)| cluster_bits[find(&mut parent, v)])
+            .max()
+            .unwrap_or(0);
+        let round_clusters: Vec<usize> = rounds.iter().flat_map(|&(i, _, o)| [i, o]).collect();
+        let mut fused = vec![false; n];
+        for v in 0..n {
+            if readers[v] < 2 {
+                continue;
+            }
+            let root = find(&mut parent, v);
+            let extra = readers[v].next_power_of_two().trailing_zeros();
+            // Rounded clusters are pinned to each other's widths: leave them.
+            if cluster_bits[root] + extra <= widest_table && !round_clusters.contains(&root) {
+                cluster_bits[root] += extra;
+                fused[v] = true;
+            }
+        }
         let bits = (0..n)
             .map(|v| cluster_bits[find(&mut parent, v)].min(64))
             .collect();
-        Self { bits }
+        Self { bits, fused }
     }
 
     /// `log2 Δ` of a value.
@@ -117,6 +147,27 @@ impl Encoding {
     /// Widths of the program's outputs.
     pub fn outputs(&self, program: &Program) -> Vec<u32> {
         program.outputs.iter().map(|&o| self.bits[o]).collect()
+    }
+
+    /// Bootstraps per evaluation: one per table lookup, except that the
+    /// lookups of a fused value share one, plus one per bit rounded off.
+    pub fn pbs_count(&self, program: &Program) -> usize {
+        let mut seen = vec![false; self.fused.len()];
+        let mut count = 0;
+        for op in &program.ops {
+            match op {
+                Op::Lut { input, .. } if self.fused[*input] => {
+                    if !seen[*input] {
+                        seen[*input] = true;
+                        count += 1;
+                    }
+                }
+                Op::Lut { .. } => count += 1,
+                Op::Round { bits, .. } => count += *bits as usize,
+                Op::Linear { .. } => {}
+            }
+        }
+        count
     }
 
     /// The widest value.

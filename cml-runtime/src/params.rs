@@ -155,7 +155,7 @@ impl Needs {
         Self {
             tables: worst_per_width(program.lut_inputs().map(|(v, _)| req(v)).chain(extractions)),
             outputs: worst_per_width(program.outputs.iter().map(|&v| req(v))),
-            pbs_count: program.pbs_count(),
+            pbs_count: encoding.pbs_count(program),
             output_count: program.outputs.len(),
             inputs: program.inputs.len(),
         }

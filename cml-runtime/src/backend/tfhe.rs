@@ -544,6 +544,8 @@ impl EvaluationKeys {
         let mut values = input.extract();
         let encoding = Encoding::of(program, &analysis);
         let mut pbs = self.bsk.as_ref().map(|_| PbsContext::new(self));
+        // Outputs of fused lookups computed ahead, by value id.
+        let mut fused_outputs: std::collections::HashMap<usize, Vec<u64>> = Default::default();
         for (i, op) in program.ops.iter().enumerate() {
             let id = program.inputs.len() + i;
             let out = match op {
@@ -571,8 +573,37 @@ impl EvaluationKeys {
                         FheError::Mismatch("table lookup without a bootstrap key".into())
                     })?;
                     let range = analysis.values[*input].range;
-                    let io = (encoding.bits[*input], encoding.log2_delta(id));
-                    ctx.lookup(&values[*input], range, io, &program.tables[*table])
+                    if let Some(done) = fused_outputs.remove(&id) {
+                        done
+                    } else if encoding.fused[*input] {
+                        // The first lookup of a fused value runs them all.
+                        let readers: Vec<(usize, usize)> = program
+                            .ops
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(j, op)| match op {
+                                Op::Lut { input: v, table: t } if v == input => {
+                                    Some((program.inputs.len() + j, *t))
+                                }
+                                _ => None,
+                            })
+                            .collect();
+                        let tables: Vec<(u32, &Table)> = readers
+                            .iter()
+                            .map(|&(out, t)| (encoding.log2_delta(out), &program.tables[t]))
+                            .collect();
+                        let mut outs = ctx
+                            .lookup_many(&values[*input], range, encoding.bits[*input], &tables)
+                            .into_iter();
+                        let mine = outs.next().expect("this lookup is the first reader");
+                        for (&(out, _), ct) in readers[1..].iter().zip(outs) {
+                            fused_outputs.insert(out, ct);
+                        }
+                        mine
+                    } else {
+                        let io = (encoding.bits[*input], encoding.log2_delta(id));
+                        ctx.lookup(&values[*input], range, io, &program.tables[*table])
+                    }
                 }
             };
             values.push(out);
@@ -678,7 +709,43 @@ impl<'a> PbsContext<'a> {
     /// accumulator holding `entries` (one per message slot, already
     /// encoded), sample extraction.
     fn bootstrap(&mut self, ct: Vec<u64>, entries: &[u64]) -> Vec<u64> {
-        let params = &self.keys.params;
+        let acc = self.rotate(ct, entries);
+        self.extract(&acc, 0)
+    }
+
+    /// Several tables on one input in one bootstrap: `k` sub-tables of
+    /// `slots / k` entries side by side (`k` rounded up to a power of two),
+    /// table `f` read by sample extraction at degree `f·N/k`.
+    fn lookup_many(
+        &mut self,
+        ct: &[u64],
+        range: Interval,
+        in_bits: u32,
+        tables: &[(u32, &Table)],
+    ) -> Vec<Vec<u64>> {
+        let mut shifted = ct.to_vec();
+        let last = shifted.len() - 1;
+        shifted[last] = shifted[last].wrapping_sub((range.lo as u64).wrapping_shl(64 - in_bits));
+        let slots = 1usize << (in_bits - 1);
+        let k = tables.len().next_power_of_two();
+        let sub = slots / k;
+        let mut entries = vec![0u64; slots];
+        for (f, (out_delta_log, table)) in tables.iter().enumerate() {
+            for x in 0..sub {
+                let v = table.get(range.lo + x as i64).unwrap_or(0);
+                entries[f * sub + x] = (v as u64).wrapping_shl(*out_delta_log);
+            }
+        }
+        let acc = self.rotate(shifted, &entries);
+        let stride = acc.polynomial_size().0 / k;
+        (0..tables.len())
+            .map(|f| self.extract(&acc, f * stride))
+            .collect()
+    }
+
+    /// Keyswitch, centered modulus switch and blind rotation: the rotated
+    /// accumulator.
+    fn rotate(&mut self, ct: Vec<u64>, entries: &[u64]) -> GlweCiphertextOwned<u64> {
         let ksk = self
             .keys
             .ksk
@@ -703,8 +770,14 @@ impl<'a> PbsContext<'a> {
             self.fft.as_view(),
             self.buffers.stack(),
         );
-        let mut out = LweCiphertext::new(0u64, LweSize(params.input_lwe_dimension + 1), native());
-        extract_lwe_sample_from_glwe_ciphertext(&acc, &mut out, MonomialDegree(0));
+        acc
+    }
+
+    /// The LWE sample at `degree` of a rotated accumulator.
+    fn extract(&self, acc: &GlweCiphertextOwned<u64>, degree: usize) -> Vec<u64> {
+        let size = self.keys.params.input_lwe_dimension + 1;
+        let mut out = LweCiphertext::new(0u64, LweSize(size), native());
+        extract_lwe_sample_from_glwe_ciphertext(acc, &mut out, MonomialDegree(degree));
         out.into_container()
     }
 }

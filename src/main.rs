@@ -315,9 +315,16 @@ fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
                     terms.len()
                 )
             }
-            Op::Round { input, bits } => {
-                format!("round   %{input} by {bits} bits (exact: {bits} 1-bit PBS)")
-            }
+            Op::Round {
+                input,
+                bits,
+                exact: true,
+            } => format!("round   %{input} by {bits} bits (exact: {bits} 1-bit PBS)"),
+            Op::Round {
+                input,
+                bits,
+                exact: false,
+            } => format!("round   %{input} by {bits} bits (approximate: no PBS)"),
             Op::Lut { input, table } => format!(
                 "lut     %{input} through table `{}` ({} bits in, PBS at {} bits{})",
                 prog.tables[*table].name,

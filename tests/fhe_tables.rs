@@ -116,7 +116,11 @@ fn table_precision_follows_its_input_not_the_accumulator() {
 #[test]
 fn exact_rounding_before_a_table() {
     let mut p = Program::new(vec![Interval::new(0, 1023)]);
-    let r = p.push(Op::Round { input: 0, bits: 6 });
+    let r = p.push(Op::Round {
+        input: 0,
+        bits: 6,
+        exact: true,
+    });
     let t = p.add_table(Table::from_fn("triple", 0..=16, |v| 3 * v - 5));
     let y = p.push(Op::Lut { input: r, table: t });
     p.outputs = vec![y, r];
@@ -187,5 +191,86 @@ fn tables_on_one_value_share_a_bootstrap() {
         let out = server.run(&p, &ct).unwrap();
         let got = client.decrypt(&out, &ranges, &e.outputs(&p)).unwrap();
         assert_eq!(got, p.eval_clear(&[x, z]).unwrap(), "inputs ({x}, {z})");
+    }
+}
+
+/// Approximate rounding is free (no bootstrap): the low bits stay as an
+/// offset of up to half a step, so values near a rounding boundary may land
+/// one step off. The model (`noise::approximate_rounding_error`) predicts how
+/// often; the observed count must not exceed its 99.9% Poisson bound, nor be
+/// more than 4x below it.
+#[test]
+fn approximate_rounding_errors_match_their_model() {
+    use cml::noise::approximate_rounding_error;
+    use cml::params::table_input_variance;
+    use cml::program::round_shift;
+
+    let mut p = Program::new(vec![Interval::new(0, 1023)]);
+    let r = p.push(Op::Round {
+        input: 0,
+        bits: 6,
+        exact: false,
+    });
+    let t = p.add_table(Table::from_fn("triple", 0..=16, |v| 3 * v - 5));
+    let y = p.push(Op::Lut { input: r, table: t });
+    p.outputs = vec![y];
+    let a = p.analyze().unwrap();
+    assert_eq!(p.pbs_count(), 1);
+    let e = Encoding::of(&p, &a);
+    let params = choose(&Needs::of(&p, &a), PFail::default()).unwrap();
+    // The table decides on the 6-bit coarse value: noise in its steps.
+    let step = (-(e.bits[r] as f64)).exp2();
+    let sigma = table_input_variance(&params, 1.0, 0.0).sqrt() / step;
+    let client = ClientKey::generate(&params);
+    let server = client.evaluation_keys();
+    let ranges = [a.values[y].range];
+    let (mut errors, mut expected) = (0u32, 0.0f64);
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    for _ in 0..400 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let x = (state % 1024) as i64;
+        let delta = x as f64 / 64.0 - round_shift(x, 6) as f64;
+        expected += approximate_rounding_error(delta, sigma);
+        let ct = client.encrypt(&[x], e.inputs(&p)).unwrap();
+        let out = server.run(&p, &ct).unwrap();
+        let got = client.decrypt(&out, &ranges, &e.outputs(&p)).unwrap();
+        let want = p.eval_clear(&[x]).unwrap();
+        if got != want {
+            errors += 1;
+            // An error is one step of the rounded value, never more.
+            assert_eq!((got[0] - want[0]).abs(), 3, "input {x}");
+        }
+    }
+    eprintln!("approximate rounding: {errors} off by one of 400, model expects {expected:.1} (σ = {sigma:.4} steps)");
+    let (_, hi) = poisson_interval(expected);
+    let (lo, _) = poisson_interval(expected / 4.0);
+    assert!(
+        errors <= hi,
+        "{errors} errors, the model allows {expected:.1} (99.9% bound {hi})"
+    );
+    assert!(
+        errors >= lo,
+        "{errors} errors, the model is over 4x pessimistic ({expected:.1})"
+    );
+}
+
+/// Two-sided 99.9% interval of a Poisson count with mean `m`.
+fn poisson_interval(m: f64) -> (u32, u32) {
+    let pmf = |k: u32| {
+        (-m + k as f64 * m.max(1e-300).ln() - (1..=k).map(|i| (i as f64).ln()).sum::<f64>()).exp()
+    };
+    let (mut cdf, mut k) = (0.0, 0u32);
+    let mut lo = None;
+    loop {
+        cdf += pmf(k);
+        if lo.is_none() && cdf > 0.0005 {
+            lo = Some(k);
+        }
+        if cdf >= 0.9995 {
+            return (lo.unwrap_or(0), k);
+        }
+        k += 1;
     }
 }

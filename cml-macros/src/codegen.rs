@@ -217,9 +217,9 @@ pub fn generate(
             let (input, table) = (usize_lit(*input), usize_lit(*table));
             quote!(::cml_runtime::embed::OpImage::Lut { input: #input, table: #table })
         }
-        Op::Round { input, bits } => {
+        Op::Round { input, bits, exact } => {
             let (input, bits) = (usize_lit(*input), Literal::u32_unsuffixed(*bits));
-            quote!(::cml_runtime::embed::OpImage::Round { input: #input, bits: #bits })
+            quote!(::cml_runtime::embed::OpImage::Round { input: #input, bits: #bits, exact: #exact })
         }
     });
     let tables = model.program.tables.iter().map(|t| {

@@ -49,12 +49,14 @@ pub enum OpImage {
         /// Table index.
         table: usize,
     },
-    /// Exact rounding of low bits.
+    /// Rounding of low bits.
     Round {
         /// Value rounded.
         input: usize,
         /// Low bits removed.
         bits: u32,
+        /// Exact or approximate.
+        exact: bool,
     },
 }
 
@@ -118,9 +120,10 @@ impl ProgramImage {
                     input: *input,
                     table: *table,
                 },
-                OpImage::Round { input, bits } => Op::Round {
+                OpImage::Round { input, bits, exact } => Op::Round {
                     input: *input,
                     bits: *bits,
+                    exact: *exact,
                 },
             });
         }

@@ -163,7 +163,10 @@ impl Encoding {
                     }
                 }
                 Op::Lut { .. } => count += 1,
-                Op::Round { bits, .. } => count += *bits as usize,
+                Op::Round {
+                    bits, exact: true, ..
+                } => count += *bits as usize,
+                Op::Round { exact: false, .. } => {}
                 Op::Linear { .. } => {}
             }
         }

@@ -124,6 +124,29 @@ pub fn z_for_log2_p_fail(log2_p: f64) -> f64 {
     hi
 }
 
+/// Probability that an approximately rounded value lands one step off: its
+/// offset `delta` from the rounded grid point and the noise `sigma` are both
+/// in steps of the rounded value (`delta` in `[−1/2, 1/2)`). The next
+/// bootstrap's box spans `±1/2` step: `Q((1/2 − δ)/σ) + Q((1/2 + δ)/σ)`.
+pub fn approximate_rounding_error(delta: f64, sigma: f64) -> f64 {
+    let q = |x: f64| 0.5 * log2_p_fail(x).exp2();
+    if sigma <= 0.0 {
+        return if delta <= -0.5 { 0.5 } else { 0.0 };
+    }
+    q((0.5 - delta) / sigma) + q((0.5 + delta) / sigma)
+}
+
+/// [`approximate_rounding_error`] averaged over offsets spread uniformly
+/// over a step (inputs uniform within each rounded value): about
+/// `σ·√(2/π)` for small `σ`.
+pub fn approximate_rounding_error_mean(sigma: f64) -> f64 {
+    let n = 2000;
+    (0..n)
+        .map(|i| approximate_rounding_error(-0.5 + (i as f64 + 0.5) / n as f64, sigma))
+        .sum::<f64>()
+        / n as f64
+}
+
 /// `log2` of the failure probability of decoding a value with `variance`
 /// when the decoding threshold is `2^log2_threshold` (both relative).
 pub fn log2_p_fail_for(variance: f64, log2_threshold: f64) -> f64 {
@@ -147,6 +170,21 @@ mod tests {
         let x = z / 2f64.sqrt();
         let asym = (-x * x).exp() / (x * std::f64::consts::PI.sqrt()) * (1.0 - 0.5 / (x * x));
         assert!((log2_p_fail(z) - asym.log2()).abs() < 1e-3);
+    }
+
+    #[test]
+    fn approximate_rounding_error_matches_its_small_noise_limit() {
+        for sigma in [0.01, 0.03, 0.07] {
+            let mean = approximate_rounding_error_mean(sigma);
+            let limit = sigma * (2.0 / std::f64::consts::PI).sqrt();
+            assert!(
+                (mean / limit - 1.0).abs() < 0.02,
+                "{sigma}: {mean} vs {limit}"
+            );
+        }
+        // Far from the boundary nothing flips; at it, half the time.
+        assert!(approximate_rounding_error(0.0, 0.05) < 1e-20);
+        assert!((approximate_rounding_error(-0.5, 0.05) - 0.5).abs() < 1e-6);
     }
 
     #[test]

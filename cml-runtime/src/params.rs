@@ -140,18 +140,31 @@ impl Needs {
         // Rounding extracts bit j of its input with a bootstrap that reads the
         // value scaled by 2^(b−1−j) as a 1-bit message (threshold 1/4): its
         // noise weights grow by 4^(b−1−j), plus the j bits already removed.
-        let extractions = program.rounds().flat_map(|(input, bits, _)| {
-            let b = encoding.bits[input];
-            let noise = analysis.values[input].noise;
-            (0..bits).map(move |j| {
-                let scale = 4f64.powi(b as i32 - 1 - j as i32);
-                Requirement {
-                    bits: 1,
-                    fresh: noise.fresh * scale,
-                    bootstrapped: (noise.bootstrapped + f64::from(j)) * scale,
-                }
+        let exact: Vec<bool> = program
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                crate::program::Op::Round { exact, .. } => Some(*exact),
+                _ => None,
             })
-        });
+            .collect();
+        let extractions =
+            program
+                .rounds()
+                .zip(exact)
+                .filter(|(_, e)| *e)
+                .flat_map(|((input, bits, _), _)| {
+                    let b = encoding.bits[input];
+                    let noise = analysis.values[input].noise;
+                    (0..bits).map(move |j| {
+                        let scale = 4f64.powi(b as i32 - 1 - j as i32);
+                        Requirement {
+                            bits: 1,
+                            fresh: noise.fresh * scale,
+                            bootstrapped: (noise.bootstrapped + f64::from(j)) * scale,
+                        }
+                    })
+                });
         Self {
             tables: worst_per_width(program.lut_inputs().map(|(v, _)| req(v)).chain(extractions)),
             outputs: worst_per_width(program.outputs.iter().map(|&v| req(v))),
@@ -389,6 +402,16 @@ fn pbs_variances(pbs: &PbsParams) -> (f64, f64, f64, f64) {
         noise::keyswitch_variance(big, pbs.lwe_dimension, pbs.ks_base_log, pbs.ks_level),
         noise::modulus_switch_variance(pbs.lwe_dimension, pbs.polynomial_size.trailing_zeros() + 1),
     )
+}
+
+/// Variance (relative) of a table input at the moment its bootstrap decides,
+/// under chosen parameters: its own noise (`fresh`, `bootstrapped` weights)
+/// plus the keyswitch and the modulus switch. 0 without tables.
+pub fn table_input_variance(params: &FheParams, fresh: f64, bootstrapped: f64) -> f64 {
+    params.pbs.map_or(0.0, |pbs| {
+        let (var_fresh, var_pbs, var_ks, var_ms) = pbs_variances(&pbs);
+        fresh * var_fresh + bootstrapped * var_pbs + var_ks + var_ms
+    })
 }
 
 /// What the noise and cost models predict for given bootstrap parameters

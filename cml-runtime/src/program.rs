@@ -135,6 +135,11 @@ pub enum Op {
         input: ValueId,
         /// Low bits removed (at least 1).
         bits: u32,
+        /// Exact (one 1-bit bootstrap per bit), or approximate (free: the low
+        /// bits stay as an offset of at most half a step, so in TFHE a value
+        /// near a rounding boundary may land one step off, with the
+        /// probability [`noise::approximate_rounding_error`](crate::noise::approximate_rounding_error) models).
+        exact: bool,
     },
 }
 
@@ -237,7 +242,10 @@ impl Program {
             .iter()
             .map(|op| match op {
                 Op::Lut { .. } => 1,
-                Op::Round { bits, .. } => *bits as usize,
+                Op::Round {
+                    bits, exact: true, ..
+                } => *bits as usize,
+                Op::Round { exact: false, .. } => 0,
                 Op::Linear { .. } => 0,
             })
             .sum()
@@ -250,7 +258,7 @@ impl Program {
             .iter()
             .enumerate()
             .filter_map(move |(i, op)| match op {
-                Op::Round { input, bits } => Some((*input, *bits, n + i)),
+                Op::Round { input, bits, .. } => Some((*input, *bits, n + i)),
                 _ => None,
             })
     }
@@ -372,7 +380,7 @@ impl Program {
                     };
                     (info, vec![(id, 1.0)])
                 }
-                Op::Round { input, bits } => {
+                Op::Round { input, bits, exact } => {
                     let x = get(*input)?;
                     if *bits == 0 || *bits >= 62 {
                         return Err(ProgramError::Overflow { value: id });
@@ -381,15 +389,18 @@ impl Program {
                         round_shift(x.range.lo, *bits),
                         round_shift(x.range.hi, *bits),
                     );
-                    // The input's noise, plus one bootstrap output per bit
-                    // extracted (a source of its own: this op's id).
+                    // The input's noise, plus (exact mode) one bootstrap output
+                    // per bit extracted (a source of its own: this op's id).
+                    let extracted = if *exact { f64::from(*bits) } else { 0.0 };
                     let mut noise_sources = sources[*input].clone();
-                    noise_sources.push((id, f64::from(*bits).sqrt()));
+                    if *exact {
+                        noise_sources.push((id, extracted.sqrt()));
+                    }
                     let info = ValueInfo {
                         range,
                         noise: NoiseWeight {
                             fresh: x.noise.fresh,
-                            bootstrapped: x.noise.bootstrapped + f64::from(*bits),
+                            bootstrapped: x.noise.bootstrapped + extracted,
                         },
                     };
                     (info, noise_sources)
@@ -462,7 +473,7 @@ impl Program {
                         found: t.entries.len(),
                     })?
                 }
-                Op::Round { input, bits } => {
+                Op::Round { input, bits, .. } => {
                     let x = *values.get(*input).ok_or(ProgramError::Dangling {
                         op: i,
                         value: *input,
@@ -532,7 +543,11 @@ mod tests {
         assert_eq!(round_shift(2, 2), 1);
         assert_eq!(round_shift(-3, 2), -1);
         let mut p = Program::new(vec![Interval::new(-100, 1000)]);
-        let r = p.push(Op::Round { input: 0, bits: 3 });
+        let r = p.push(Op::Round {
+            input: 0,
+            bits: 3,
+            exact: true,
+        });
         p.outputs = vec![r];
         let a = p.analyze().unwrap();
         assert_eq!(a.values[r].range, Interval::new(-12, 125));

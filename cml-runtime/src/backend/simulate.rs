@@ -64,7 +64,7 @@ impl<'a> Simulator<'a> {
                 Op::Linear { terms, constant } => terms.iter().fold(*constant, |acc, &(v, w)| {
                     acc.wrapping_add(w.wrapping_mul(values[v]))
                 }),
-                Op::Round { input, bits } => crate::program::round_shift(values[*input], *bits),
+                Op::Round { input, bits, .. } => crate::program::round_shift(values[*input], *bits),
                 Op::Lut { input, table } => {
                     let t = &self.program.tables[*table];
                     let mut x = values[*input];

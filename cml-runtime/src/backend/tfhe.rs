@@ -561,7 +561,15 @@ impl EvaluationKeys {
                         .wrapping_add((*constant as u64).wrapping_shl(encoding.log2_delta(id)));
                     acc
                 }
-                Op::Round { input, bits } => {
+                // Approximate: the same ciphertext read at a 2^bits coarser
+                // scale is v/2^bits, which the next bootstrap's centred boxes
+                // round half up (up to noise near the boundaries).
+                Op::Round {
+                    input,
+                    exact: false,
+                    ..
+                } => values[*input].clone(),
+                Op::Round { input, bits, .. } => {
                     let ctx = pbs.as_mut().ok_or_else(|| {
                         FheError::Mismatch("rounding without a bootstrap key".into())
                     })?;

@@ -339,21 +339,7 @@ fn mutated_specs_never_panic() {
     ];
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for i in 0..3000 {
-        let mut text = sources[i % sources.len()].clone().into_bytes();
-        for _ in 0..1 + rng.below(4) {
-            let at = rng.below(text.len());
-            match rng.below(3) {
-                0 => {
-                    text.remove(at);
-                }
-                1 => {
-                    let t = tokens[rng.below(tokens.len())].as_bytes();
-                    text.splice(at..at, t.iter().copied());
-                }
-                _ => text[at] = b" 0a:-[],.\n"[rng.below(10)],
-            }
-        }
-        let text = String::from_utf8_lossy(&text);
+        let text = mutate(&mut rng, &sources[i % sources.len()], &tokens);
         if let Ok(spec) = ModelSpec::from_yaml_str(&text, "fuzz.yaml") {
             // A spec that loads must also compile or fail cleanly.
             let _ = cml::CompiledModel::compile(&spec, &Default::default());

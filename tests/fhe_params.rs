@@ -1,11 +1,14 @@
 //! The parameter optimizer against `tfhe`'s own published sets, and the
 //! noise model against observed bootstrap failures.
 
+mod common;
+
 use cml::backend::tfhe::ClientKey;
 use cml::encoding::Encoding;
 use cml::noise;
 use cml::params::{choose, predict, Needs, PFail, PbsParams, Requirement};
 use cml::program::{Interval, Op, Program, Table};
+use common::poisson_interval;
 
 /// `tfhe` 1.8.2's stock Gaussian sets at p_fail 2^-128 (`V1_8_PARAM_MESSAGE_{1,2,3}_CARRY_{1,2,3}_KS_PBS_GAUSSIAN_2M128`,
 /// aliases of `v1_4`): message + carry bits, 2-norm, parameters, and the
@@ -173,22 +176,4 @@ fn observed_failure_rate_matches_prediction() {
         failures >= lo,
         "observed {failures} failures, the model is over 4x pessimistic ({expected:.1} expected)"
     );
-}
-
-/// Two-sided 99.9% interval of a Poisson count with mean `m`.
-fn poisson_interval(m: f64) -> (u32, u32) {
-    let pmf =
-        |k: u32| (-m + k as f64 * m.ln() - (1..=k).map(|i| (i as f64).ln()).sum::<f64>()).exp();
-    let (mut cdf, mut k) = (0.0, 0u32);
-    let mut lo = None;
-    loop {
-        cdf += pmf(k);
-        if lo.is_none() && cdf > 0.0005 {
-            lo = Some(k);
-        }
-        if cdf >= 0.9995 {
-            return (lo.unwrap_or(0), k);
-        }
-        k += 1;
-    }
 }

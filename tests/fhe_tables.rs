@@ -1,10 +1,13 @@
 //! Table lookups (programmable bootstrapping) under real TFHE, on their own,
 //! for 1- to 8-bit inputs: every decrypted result equals the clear table.
 
+mod common;
+
 use cml::backend::tfhe::ClientKey;
 use cml::encoding::Encoding;
 use cml::params::{choose, Needs, PFail};
 use cml::program::{Interval, Op, Program, Table};
+use common::poisson_interval;
 
 /// `y = t[x + shift]` for `x` in `[0, 2^bits)`: one PBS whose input first goes
 /// through a leveled op, so the keyswitch sees a linear combination.
@@ -254,23 +257,4 @@ fn approximate_rounding_errors_match_their_model() {
         errors >= lo,
         "{errors} errors, the model is over 4x pessimistic ({expected:.1})"
     );
-}
-
-/// Two-sided 99.9% interval of a Poisson count with mean `m`.
-fn poisson_interval(m: f64) -> (u32, u32) {
-    let pmf = |k: u32| {
-        (-m + k as f64 * m.max(1e-300).ln() - (1..=k).map(|i| (i as f64).ln()).sum::<f64>()).exp()
-    };
-    let (mut cdf, mut k) = (0.0, 0u32);
-    let mut lo = None;
-    loop {
-        cdf += pmf(k);
-        if lo.is_none() && cdf > 0.0005 {
-            lo = Some(k);
-        }
-        if cdf >= 0.9995 {
-            return (lo.unwrap_or(0), k);
-        }
-        k += 1;
-    }
 }

@@ -338,6 +338,18 @@ fn best_bases(
         .collect()
 }
 
+/// The widest requirement (for error messages).
+fn widest(reqs: &[Requirement]) -> Requirement {
+    reqs.iter()
+        .max_by_key(|r| r.bits)
+        .copied()
+        .unwrap_or(Requirement {
+            bits: 1,
+            fresh: 0.0,
+            bootstrapped: 0.0,
+        })
+}
+
 fn threshold_log2(bits: u32) -> f64 {
     -(bits as f64) - 1.0
 }
@@ -524,16 +536,7 @@ fn search(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
                 return Ok(params);
             }
         }
-        let worst = needs
-            .outputs
-            .iter()
-            .max_by_key(|r| r.bits)
-            .copied()
-            .unwrap_or(Requirement {
-                bits: 1,
-                fresh: 0.0,
-                bootstrapped: 0.0,
-            });
+        let worst = widest(&needs.outputs);
         return Err(FheError::NoParameters {
             what: "the widest output".into(),
             bits: worst.bits,
@@ -629,16 +632,7 @@ fn search(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
             Ok(params)
         }
         None => {
-            let widest = needs
-                .tables
-                .iter()
-                .max_by_key(|r| r.bits)
-                .copied()
-                .unwrap_or(Requirement {
-                    bits: 1,
-                    fresh: 0.0,
-                    bootstrapped: 0.0,
-                });
+            let widest = widest(&needs.tables);
             Err(FheError::NoParameters {
                 what: "the widest table input".into(),
                 bits: widest.bits,

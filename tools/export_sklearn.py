@@ -74,7 +74,8 @@ LINEAR_KEYS = {"estimator", "task", "link", "features", "classes", "coefficients
                "intercepts", "standardize"}
 LINEAR_REQUIRED = {"estimator", "task", "link", "features", "coefficients", "intercepts"}
 STANDARDIZE_KEYS = {"mean", "scale"}
-QUANT_KEYS = {"input_bits", "weight_bits", "input_ranges"}
+QUANT_KEYS = {"input_bits", "weight_bits", "input_granularity", "weight_scheme", "input_ranges"}
+QUANT_REQUIRED = {"input_bits", "weight_bits", "input_ranges"}
 DATA_KEYS = {"train", "test"}
 
 
@@ -584,12 +585,17 @@ def validate_spec(spec: dict, where: str = "spec") -> None:
                 raise AssertionError(f"{where}: standardize.{k} length != {nf}")
             _check_floats(st[k], f"{where}: standardize.{k}")
     q = spec["quantization"]
-    _check_keys(q, QUANT_KEYS, QUANT_KEYS, f"{where}: quantization")
+    _check_keys(q, QUANT_KEYS, QUANT_REQUIRED, f"{where}: quantization")
+    if q.get("input_granularity", "feature") not in ("feature", "tensor"):
+        raise AssertionError(f"{where}: input_granularity must be feature or tensor")
+    if q.get("weight_scheme", "symmetric") not in ("symmetric", "asymmetric"):
+        raise AssertionError(f"{where}: weight_scheme must be symmetric or asymmetric")
     for k in ("input_bits", "weight_bits"):
-        if not isinstance(q[k], int) or q[k] <= 0:
-            raise AssertionError(f"{where}: quantization.{k} must be a positive int")
-    if len(q["input_ranges"]) != nf:
-        raise AssertionError(f"{where}: input_ranges length != {nf}")
+        if not isinstance(q[k], int) or not 2 <= q[k] <= 16:
+            raise AssertionError(f"{where}: quantization.{k} must be an int in 2..=16")
+    expected_ranges = 1 if q.get("input_granularity") == "tensor" else nf
+    if len(q["input_ranges"]) != expected_ranges:
+        raise AssertionError(f"{where}: input_ranges length != {expected_ranges}")
     for r in q["input_ranges"]:
         if len(r) != 2:
             raise AssertionError(f"{where}: input range {r} is not [min, max]")

@@ -43,7 +43,8 @@ use tfhe::core_crypto::prelude::*;
 use crate::encoding::Encoding;
 use crate::error::{FheError, ProgramError};
 use crate::params::{choose, FheParams, Needs};
-use crate::program::{Interval, Op, Program, Table};
+use crate::program::{Analysis, Interval, Op, Program, Table};
+use rayon::prelude::*;
 
 /// Default size limit when reading serialized objects (4 GiB).
 pub const DEFAULT_SIZE_LIMIT: u64 = 4 << 30;
@@ -491,6 +492,11 @@ impl EvaluationKeys {
     /// Checks that these keys' parameters are the ones chosen for `program`
     /// (the choice is deterministic and memoized, so this is cheap).
     pub fn check_program(&self, program: &Program) -> Result<(), FheError> {
+        self.checked_analysis(program).map(|_| ())
+    }
+
+    /// [`check_program`](Self::check_program), returning the analysis.
+    fn checked_analysis(&self, program: &Program) -> Result<Analysis, FheError> {
         let analysis = program
             .analyze()
             .map_err(|e| FheError::Mismatch(e.to_string()))?;
@@ -512,7 +518,7 @@ impl EvaluationKeys {
                 "these keys were generated for another program's parameters".into(),
             ));
         }
-        Ok(())
+        Ok(analysis)
     }
 
     /// Runs `program` on encrypted inputs. The server learns nothing of the
@@ -536,86 +542,167 @@ impl EvaluationKeys {
                 .to_string(),
             ));
         }
-        self.check_program(program)?;
-        let analysis = program
-            .analyze()
-            .map_err(|e| FheError::Mismatch(e.to_string()))?;
+        let analysis = self.checked_analysis(program)?;
         let size = self.params.input_lwe_dimension + 1;
-        let mut values = input.extract();
         let encoding = Encoding::of(program, &analysis);
-        let mut pbs = self.bsk.as_ref().map(|_| PbsContext::new(self));
-        // Outputs of fused lookups computed ahead, by value id.
-        let mut fused_outputs: std::collections::HashMap<usize, Vec<u64>> = Default::default();
+        let n_inputs = program.inputs.len();
+        let mut values: Vec<Option<Vec<u64>>> = input.extract().into_iter().map(Some).collect();
+        values.resize(program.n_values(), None);
+
+        // Bootstrap depth of every value: bootstraps of equal depth never
+        // depend on each other, so each depth's run in parallel.
+        let mut depth = vec![0usize; program.n_values()];
         for (i, op) in program.ops.iter().enumerate() {
-            let id = program.inputs.len() + i;
-            let out = match op {
-                Op::Linear { terms, constant } => {
-                    let mut acc = vec![0u64; size];
-                    for &(v, w) in terms {
-                        let w = w as u64;
-                        for (a, x) in acc.iter_mut().zip(&values[v]) {
-                            *a = a.wrapping_add(w.wrapping_mul(*x));
-                        }
-                    }
-                    acc[size - 1] = acc[size - 1]
-                        .wrapping_add((*constant as u64).wrapping_shl(encoding.log2_delta(id)));
-                    acc
-                }
-                // Approximate: the same ciphertext read at a 2^bits coarser
-                // scale is v/2^bits, which the next bootstrap's centred boxes
-                // round half up (up to noise near the boundaries).
+            depth[n_inputs + i] = match op {
+                Op::Linear { terms, .. } => terms.iter().map(|&(v, _)| depth[v]).max().unwrap_or(0),
                 Op::Round {
                     input,
                     exact: false,
                     ..
-                } => values[*input].clone(),
-                Op::Round { input, bits, .. } => {
-                    let ctx = pbs.as_mut().ok_or_else(|| {
-                        FheError::Mismatch("rounding without a bootstrap key".into())
-                    })?;
-                    let out_lo = analysis.values[id].range.lo;
-                    ctx.round(&values[*input], encoding.bits[*input], *bits, out_lo)
-                }
-                Op::Lut { input, table } => {
-                    let ctx = pbs.as_mut().ok_or_else(|| {
-                        FheError::Mismatch("table lookup without a bootstrap key".into())
-                    })?;
-                    let range = analysis.values[*input].range;
-                    if let Some(done) = fused_outputs.remove(&id) {
-                        done
-                    } else if encoding.fused[*input] {
-                        // The first lookup of a fused value runs them all.
-                        let readers: Vec<(usize, usize)> = program
-                            .ops
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(j, op)| match op {
-                                Op::Lut { input: v, table: t } if v == input => {
-                                    Some((program.inputs.len() + j, *t))
-                                }
-                                _ => None,
-                            })
-                            .collect();
-                        let tables: Vec<(u32, &Table)> = readers
-                            .iter()
-                            .map(|&(out, t)| (encoding.log2_delta(out), &program.tables[t]))
-                            .collect();
-                        let mut outs = ctx
-                            .lookup_many(&values[*input], range, encoding.bits[*input], &tables)
-                            .into_iter();
-                        let mine = outs.next().expect("this lookup is the first reader");
-                        for (&(out, _), ct) in readers[1..].iter().zip(outs) {
-                            fused_outputs.insert(out, ct);
-                        }
-                        mine
-                    } else {
-                        let io = (encoding.bits[*input], encoding.log2_delta(id));
-                        ctx.lookup(&values[*input], range, io, &program.tables[*table])
-                    }
-                }
+                } => depth[*input],
+                Op::Round { input, .. } | Op::Lut { input, .. } => depth[*input] + 1,
             };
-            values.push(out);
         }
+        let max_depth = depth.iter().copied().max().unwrap_or(0);
+        for d in 0..=max_depth {
+            // 1. This depth's bootstraps, in parallel (a fused group is one task).
+            let mut tasks: Vec<Task> = Vec::new();
+            for (i, op) in program.ops.iter().enumerate() {
+                let id = n_inputs + i;
+                if depth[id] != d || d == 0 {
+                    continue;
+                }
+                match op {
+                    Op::Round {
+                        input,
+                        bits,
+                        exact: true,
+                    } => tasks.push(Task::Round {
+                        out: id,
+                        input: *input,
+                        bits: *bits,
+                    }),
+                    Op::Lut { input, table } if encoding.fused[*input] => {
+                        match tasks
+                            .iter_mut()
+                            .find(|t| matches!(t, Task::Many { input: v, .. } if v == input))
+                        {
+                            Some(Task::Many { outs, .. }) => outs.push((id, *table)),
+                            _ => tasks.push(Task::Many {
+                                input: *input,
+                                outs: vec![(id, *table)],
+                            }),
+                        }
+                    }
+                    Op::Lut { input, table } => tasks.push(Task::Lut {
+                        out: id,
+                        input: *input,
+                        table: *table,
+                    }),
+                    Op::Linear { .. } | Op::Round { .. } => {}
+                }
+            }
+            if !tasks.is_empty() {
+                if self.bsk.is_none() {
+                    return Err(FheError::Mismatch(
+                        "table lookup or rounding without a bootstrap key".into(),
+                    ));
+                }
+                let ready = &values;
+                let done: Vec<Vec<(usize, Vec<u64>)>> = tasks
+                    .par_iter()
+                    .map_init(
+                        || PbsContext::new(self),
+                        |ctx, task| {
+                            let value =
+                                |v: usize| ready[v].as_deref().expect("computed at a lower depth");
+                            match task {
+                                Task::Lut { out, input, table } => {
+                                    let io = (encoding.bits[*input], encoding.log2_delta(*out));
+                                    let range = analysis.values[*input].range;
+                                    vec![(
+                                        *out,
+                                        ctx.lookup(
+                                            value(*input),
+                                            range,
+                                            io,
+                                            &program.tables[*table],
+                                        ),
+                                    )]
+                                }
+                                Task::Many { input, outs } => {
+                                    let tables: Vec<(u32, &Table)> = outs
+                                        .iter()
+                                        .map(|&(out, t)| {
+                                            (encoding.log2_delta(out), &program.tables[t])
+                                        })
+                                        .collect();
+                                    let range = analysis.values[*input].range;
+                                    let cts = ctx.lookup_many(
+                                        value(*input),
+                                        range,
+                                        encoding.bits[*input],
+                                        &tables,
+                                    );
+                                    outs.iter().map(|&(out, _)| out).zip(cts).collect()
+                                }
+                                Task::Round { out, input, bits } => {
+                                    let out_lo = analysis.values[*out].range.lo;
+                                    vec![(
+                                        *out,
+                                        ctx.round(
+                                            value(*input),
+                                            encoding.bits[*input],
+                                            *bits,
+                                            out_lo,
+                                        ),
+                                    )]
+                                }
+                            }
+                        },
+                    )
+                    .collect();
+                for (id, ct) in done.into_iter().flatten() {
+                    values[id] = Some(ct);
+                }
+            }
+            // 2. This depth's leveled ops, in program order.
+            for (i, op) in program.ops.iter().enumerate() {
+                let id = n_inputs + i;
+                if depth[id] != d {
+                    continue;
+                }
+                let out = match op {
+                    Op::Linear { terms, constant } => {
+                        let mut acc = vec![0u64; size];
+                        for &(v, w) in terms {
+                            let w = w as u64;
+                            let x = values[v].as_deref().expect("defined before use");
+                            for (a, x) in acc.iter_mut().zip(x) {
+                                *a = a.wrapping_add(w.wrapping_mul(*x));
+                            }
+                        }
+                        acc[size - 1] = acc[size - 1]
+                            .wrapping_add((*constant as u64).wrapping_shl(encoding.log2_delta(id)));
+                        acc
+                    }
+                    // Approximate: the same ciphertext read at a 2^bits coarser
+                    // scale is v/2^bits, which the next bootstrap's centred
+                    // boxes round half up (up to noise near the boundaries).
+                    Op::Round {
+                        input,
+                        exact: false,
+                        ..
+                    } => values[*input].clone().expect("defined before use"),
+                    Op::Lut { .. } | Op::Round { .. } => continue,
+                };
+                values[id] = Some(out);
+            }
+        }
+        let values: Vec<Vec<u64>> = values
+            .into_iter()
+            .map(|v| v.expect("every value is computed"))
+            .collect();
         // Only the top bits matter to the client: switch the modulus down and
         // pack (the rounding noise is in the output failure probability).
         let bits = encoding.outputs(program);
@@ -635,6 +722,23 @@ impl EvaluationKeys {
             cts,
         })
     }
+}
+
+/// One unit of bootstrap work of a depth.
+enum Task {
+    /// A single table lookup.
+    Lut {
+        out: usize,
+        input: usize,
+        table: usize,
+    },
+    /// Several tables on one fused value: one bootstrap.
+    Many {
+        input: usize,
+        outs: Vec<(usize, usize)>,
+    },
+    /// Exact rounding: one bootstrap per bit, in sequence.
+    Round { out: usize, input: usize, bits: u32 },
 }
 
 /// Scratch space and keys for table lookups.

@@ -352,5 +352,5 @@ pub enum Error {
     Fhe(#[from] FheError),
 }
 
-/// Result with this crate's [`Error`].
+/// Result with this crate's [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;

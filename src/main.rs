@@ -402,11 +402,18 @@ fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
         p.predicted.pbs_ms,
         leveled_ms + model.encoding.pbs_count(prog) as f64 * p.predicted.pbs_ms
     );
+    let sent: usize = model
+        .encoding
+        .outputs(prog)
+        .iter()
+        .map(|&b| p.output_bytes(b))
+        .sum();
     println!(
-        "key sizes: bootstrap key {} (Fourier), keyswitching key {}; one ciphertext {}",
+        "key sizes: bootstrap key {} (Fourier), keyswitching key {}; one ciphertext {}, outputs as sent {}",
         fmt_bytes(p.bootstrap_key_bytes()),
         fmt_bytes(p.keyswitch_key_bytes()),
-        fmt_bytes(p.ciphertext_bytes())
+        fmt_bytes(p.ciphertext_bytes()),
+        fmt_bytes(sent)
     );
     Ok(())
 }

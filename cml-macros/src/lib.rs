@@ -30,7 +30,7 @@ use cml_runtime::data::Dataset;
 use cml_runtime::models::{CompileOptions, CompiledModel};
 use cml_runtime::spec::{LoadedSpec, ModelSpec};
 use cml_runtime::PFail;
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 
 use input::{DslText, MacroInput};
 
@@ -180,11 +180,6 @@ fn dsl_message(e: &cml_runtime::SpecError) -> String {
         Some((_, rest)) if text.starts_with("inline fhe_model!") => rest.to_owned(),
         _ => text,
     }
-}
-
-#[allow(dead_code)]
-fn call_site() -> Span {
-    Span::call_site()
 }
 
 #[cfg(test)]

@@ -3,12 +3,10 @@
 
 mod common;
 
-use cml::backend::tfhe::ClientKey;
-use cml::encoding::Encoding;
 use cml::noise;
 use cml::params::{choose, predict, Needs, PFail, PbsParams, Requirement};
 use cml::program::{Interval, Op, Program, Table};
-use common::poisson_interval;
+use common::{poisson_interval, FheRunner};
 
 /// `tfhe` 1.8.2's stock Gaussian sets at p_fail 2^-128 (`V1_8_PARAM_MESSAGE_{1,2,3}_CARRY_{1,2,3}_KS_PBS_GAUSSIAN_2M128`,
 /// aliases of `v1_4`): message + carry bits, 2-norm, parameters, and the
@@ -142,25 +140,14 @@ fn observed_failure_rate_matches_prediction() {
     let a = p.analyze().unwrap();
     let params = choose(&Needs::of(&p, &a), PFail::PerOp(-5.0)).unwrap();
     let predicted = params.predicted.log2_p_fail_pbs.exp2();
-    let client = ClientKey::generate(&params);
-    let server = client.evaluation_keys();
-    let e = Encoding::of(&p, &a);
-    let (in_bits, out_bits) = (e.inputs(&p).to_vec(), e.outputs(&p));
+    let fhe = FheRunner::new(&p, &params);
     let runs = 1500;
-    let mut failures = 0;
-    for i in 0..runs {
-        let x = (i % 8) as i64;
-        let out = server
-            .run(&p, &client.encrypt(&[x], &in_bits).unwrap())
-            .unwrap();
-        if client
-            .decrypt(&out, &[Interval::new(0, 7)], &out_bits)
-            .unwrap()
-            != vec![x]
-        {
-            failures += 1;
-        }
-    }
+    let failures = (0..runs)
+        .filter(|&i| {
+            let x = (i % 8) as i64;
+            fhe.eval(&[x]) != vec![x]
+        })
+        .count() as u32;
     let expected = predicted * runs as f64;
     eprintln!(
         "predicted p_fail 2^{:.2} ({expected:.1} of {runs}), observed {failures}; params {:?}",

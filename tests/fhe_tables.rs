@@ -3,11 +3,10 @@
 
 mod common;
 
-use cml::backend::tfhe::ClientKey;
 use cml::encoding::Encoding;
 use cml::params::{choose, Needs, PFail};
 use cml::program::{Interval, Op, Program, Table};
-use common::poisson_interval;
+use common::{poisson_interval, FheRunner};
 
 /// `y = t[x + shift]` for `x` in `[0, 2^bits)`: one PBS whose input first goes
 /// through a leveled op, so the keyswitch sees a linear combination.
@@ -38,20 +37,12 @@ fn check_bits(bits: u32, samples: &[i64]) {
     let params = choose(&Needs::of(&program, &analysis), PFail::default()).unwrap();
     assert!(params.pbs.is_some());
     assert!(params.predicted.log2_p_fail_pbs <= -40.0);
-    let client = ClientKey::generate(&params);
-    let server = client.evaluation_keys();
-    let ranges = [analysis.values[program.outputs[0]].range];
     let encoding = Encoding::of(&program, &analysis);
     // The table's input is bootstrapped at its own width (plus padding).
     assert_eq!(encoding.bits[program.inputs.len()], bits + 1);
+    let fhe = FheRunner::new(&program, &params);
     for &x in samples {
-        let ct = client.encrypt(&[x], encoding.inputs(&program)).unwrap();
-        let out = server.run(&program, &ct).unwrap();
-        let got = client
-            .decrypt(&out, &ranges, &encoding.outputs(&program))
-            .unwrap();
-        let want = program.eval_clear(&[x]).unwrap();
-        assert_eq!(got, want, "{bits}-bit table, input {x}");
+        fhe.assert_exact(&[x]);
     }
 }
 
@@ -101,14 +92,9 @@ fn table_precision_follows_its_input_not_the_accumulator() {
     let pbs = params.pbs.unwrap();
     assert!(pbs.polynomial_size <= 2048, "{pbs:?}");
     assert_eq!(params.message_bits, 15);
-    let client = ClientKey::generate(&params);
-    let server = client.evaluation_keys();
-    let ranges: Vec<Interval> = p.outputs.iter().map(|&o| a.values[o].range).collect();
+    let fhe = FheRunner::new(&p, &params);
     for (x0, x1) in [(0, 0), (15, 1000), (7, 123), (3, 999), (12, 1)] {
-        let ct = client.encrypt(&[x0, x1], e.inputs(&p)).unwrap();
-        let out = server.run(&p, &ct).unwrap();
-        let got = client.decrypt(&out, &ranges, &e.outputs(&p)).unwrap();
-        assert_eq!(got, p.eval_clear(&[x0, x1]).unwrap(), "inputs ({x0}, {x1})");
+        fhe.assert_exact(&[x0, x1]);
     }
 }
 
@@ -136,16 +122,11 @@ fn exact_rounding_before_a_table() {
     let params = choose(&Needs::of(&p, &a), PFail::default()).unwrap();
     let pbs = params.pbs.unwrap();
     assert!(pbs.polynomial_size <= 4096, "{pbs:?}");
-    let client = ClientKey::generate(&params);
-    let server = client.evaluation_keys();
-    let ranges: Vec<Interval> = p.outputs.iter().map(|&o| a.values[o].range).collect();
+    let fhe = FheRunner::new(&p, &params);
     let mut inputs: Vec<i64> = (0..16).flat_map(|k| [64 * k + 31, 64 * k + 32]).collect();
     inputs.extend([0, 1, 1000, 1023]);
     for x in inputs {
-        let ct = client.encrypt(&[x], e.inputs(&p)).unwrap();
-        let out = server.run(&p, &ct).unwrap();
-        let got = client.decrypt(&out, &ranges, &e.outputs(&p)).unwrap();
-        assert_eq!(got, p.eval_clear(&[x]).unwrap(), "input {x}");
+        fhe.assert_exact(&[x]);
     }
 }
 
@@ -185,15 +166,9 @@ fn tables_on_one_value_share_a_bootstrap() {
     let needs = Needs::of(&p, &a);
     assert_eq!(needs.pbs_count, 2);
     let params = choose(&needs, PFail::default()).unwrap();
-    let client = ClientKey::generate(&params);
-    let server = client.evaluation_keys();
-    let ranges: Vec<Interval> = p.outputs.iter().map(|&o| a.values[o].range).collect();
+    let fhe = FheRunner::new(&p, &params);
     for x in 0..8 {
-        let z = (x * 9 + 5) % 64;
-        let ct = client.encrypt(&[x, z], e.inputs(&p)).unwrap();
-        let out = server.run(&p, &ct).unwrap();
-        let got = client.decrypt(&out, &ranges, &e.outputs(&p)).unwrap();
-        assert_eq!(got, p.eval_clear(&[x, z]).unwrap(), "inputs ({x}, {z})");
+        fhe.assert_exact(&[x, (x * 9 + 5) % 64]);
     }
 }
 
@@ -224,9 +199,7 @@ fn approximate_rounding_errors_match_their_model() {
     // The table decides on the 6-bit coarse value: noise in its steps.
     let step = (-(e.bits[r] as f64)).exp2();
     let sigma = table_input_variance(&params, 1.0, 0.0).sqrt() / step;
-    let client = ClientKey::generate(&params);
-    let server = client.evaluation_keys();
-    let ranges = [a.values[y].range];
+    let fhe = FheRunner::new(&p, &params);
     let (mut errors, mut expected) = (0u32, 0.0f64);
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     for _ in 0..400 {
@@ -236,9 +209,7 @@ fn approximate_rounding_errors_match_their_model() {
         let x = (state % 1024) as i64;
         let delta = x as f64 / 64.0 - round_shift(x, 6) as f64;
         expected += approximate_rounding_error(delta, sigma);
-        let ct = client.encrypt(&[x], e.inputs(&p)).unwrap();
-        let out = server.run(&p, &ct).unwrap();
-        let got = client.decrypt(&out, &ranges, &e.outputs(&p)).unwrap();
+        let got = fhe.eval(&[x]);
         let want = p.eval_clear(&[x]).unwrap();
         if got != want {
             errors += 1;

@@ -1,4 +1,57 @@
-//! Helpers shared by integration tests.
+//! Helpers shared by integration tests (each test binary uses a part).
+#![allow(dead_code)]
+
+use cml::backend::tfhe::{ClientKey, EvaluationKeys};
+use cml::encoding::Encoding;
+use cml::params::FheParams;
+use cml::program::{Interval, Program};
+
+/// Keys for one program, and the encrypt → run → decrypt round trip.
+pub struct FheRunner<'a> {
+    program: &'a Program,
+    client: ClientKey,
+    server: EvaluationKeys,
+    encoding: Encoding,
+    ranges: Vec<Interval>,
+}
+
+impl<'a> FheRunner<'a> {
+    /// Generates keys for `params`, which must be the program's own.
+    pub fn new(program: &'a Program, params: &FheParams) -> Self {
+        let analysis = program.analyze().unwrap();
+        let client = ClientKey::generate(params);
+        let server = client.evaluation_keys();
+        Self {
+            ranges: program
+                .outputs
+                .iter()
+                .map(|&o| analysis.values[o].range)
+                .collect(),
+            encoding: Encoding::of(program, &analysis),
+            program,
+            client,
+            server,
+        }
+    }
+
+    /// The decrypted outputs of one encrypted evaluation.
+    pub fn eval(&self, inputs: &[i64]) -> Vec<i64> {
+        let ct = self
+            .client
+            .encrypt(inputs, self.encoding.inputs(self.program))
+            .unwrap();
+        let out = self.server.run(self.program, &ct).unwrap();
+        self.client
+            .decrypt(&out, &self.ranges, &self.encoding.outputs(self.program))
+            .unwrap()
+    }
+
+    /// Asserts that the encrypted evaluation equals the clear one.
+    pub fn assert_exact(&self, inputs: &[i64]) {
+        let want = self.program.eval_clear(inputs).unwrap();
+        assert_eq!(self.eval(inputs), want, "inputs {inputs:?}");
+    }
+}
 
 /// Two-sided 99.9% interval of a Poisson count with mean `m`: counts below
 /// the first bound or above the second have probability under 0.05% each.

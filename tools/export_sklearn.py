@@ -833,8 +833,16 @@ def write_bundle_readme(path: str, summaries: List[dict]) -> None:
     else:
         lines.append("No warnings (convergence or otherwise) were raised while fitting.")
     lines.append("")
+    text = "\n".join(lines)
+    # keep the tree-model section written by tools/export_trees.py, if any
+    begin, end = "<!-- export_trees.py: begin -->", "<!-- export_trees.py: end -->"
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+        if begin in old and end in old:
+            text += "\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
     with open(path, "w") as f:
-        f.write("\n".join(lines))
+        f.write(text)
 
 
 # --------------------------------------------------------------------------
@@ -910,7 +918,15 @@ def spec_paths(args: Sequence[str]) -> List[str]:
     out = []
     for a in args:
         if os.path.isdir(a):
-            out += sorted(os.path.join(a, f) for f in os.listdir(a) if f.endswith(".yaml"))
+            for f in sorted(os.listdir(a)):
+                if not f.endswith(".yaml"):
+                    continue
+                path = os.path.join(a, f)
+                with open(path) as fh:
+                    if "\n  ensemble:" in fh.read():
+                        # tree spec: checked by tools/export_trees.py verify
+                        continue
+                out.append(path)
         else:
             out.append(a)
     return out

@@ -236,6 +236,13 @@ pub fn generate(
         None => quote!(::core::option::Option::None),
     };
     let quantizers = model.encoder.quantizers.iter().map(quantizer_tokens);
+    let low_bits = match model.encoder.low_bits {
+        Some(b) => {
+            let b = Literal::u8_unsuffixed(b);
+            quote!(::core::option::Option::Some(#b))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let scales = f64s(&model.decoder.scales);
     let zero_points = model.decoder.zero_points.iter().map(|&z| i64_lit(z));
     let task = task_tokens(model.decoder.task);
@@ -398,6 +405,7 @@ pub fn generate(
                 },
                 standardize: #standardize,
                 quantizers: &[#(#quantizers),*],
+                low_bits: #low_bits,
                 scales: #scales,
                 zero_points: &[#(#zero_points),*],
                 task: #task,

@@ -82,6 +82,8 @@ pub struct ModelImage {
     pub standardize: Option<(&'static [f64], &'static [f64])>,
     /// One input quantizer per feature.
     pub quantizers: &'static [Quantizer],
+    /// Digit split of the quantized features (see [`Encoder::low_bits`]).
+    pub low_bits: Option<u8>,
     /// Output scales.
     pub scales: &'static [f64],
     /// Output zero points.
@@ -176,6 +178,7 @@ impl Runtime {
                     scale: scale.to_vec(),
                 }),
                 quantizers: image.quantizers.to_vec(),
+                low_bits: image.low_bits,
             },
             decoder: Decoder {
                 scales: image.scales.to_vec(),

@@ -171,6 +171,30 @@ pub enum SpecProblem {
         /// The estimator or class count it conflicts with.
         estimator: String,
     },
+    /// A split names a feature that does not exist.
+    #[error("feature index {index} is out of range: the model has {n_features} features")]
+    FeatureIndex {
+        /// The index found.
+        index: usize,
+        /// Number of features.
+        n_features: usize,
+    },
+    /// A child index past the end of the tree.
+    #[error("child {index} does not exist: the tree has {n_nodes} nodes")]
+    NodeIndex {
+        /// The index found.
+        index: usize,
+        /// Number of nodes.
+        n_nodes: usize,
+    },
+    /// A node that is neither a complete split nor a leaf.
+    #[error(
+        "a node is a split (`feature`, `threshold`, `left`, `right`) or a leaf (`value`): {0}"
+    )]
+    NodeKind(String),
+    /// Children that do not form a tree rooted at node 0.
+    #[error("not a tree: {0}")]
+    TreeShape(String),
 }
 
 /// Data (CSV files, input rows) that does not fit the model.

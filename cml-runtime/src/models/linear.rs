@@ -189,6 +189,7 @@ pub fn lower(
     let encoder = Encoder {
         standardize: linear.standardize.clone(),
         quantizers: (0..n_features).map(|j| *feature_quantizer(j)).collect(),
+        low_bits: None,
     };
     let decoder = Decoder {
         scales,

@@ -28,6 +28,7 @@
 //! ```
 
 pub mod linear;
+pub mod tree;
 
 use ndarray::ArrayView2;
 use rayon::prelude::*;
@@ -69,11 +70,27 @@ pub struct Encoder {
     pub standardize: Option<Standardize>,
     /// One quantizer per feature.
     pub quantizers: Vec<Quantizer>,
+    /// When set, each quantized feature `q` is sent as two program inputs,
+    /// `q >> b` and `q mod 2^b` (tree ensembles); otherwise as one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_bits: Option<u8>,
 }
 
 impl Encoder {
-    /// Quantizes one row of features.
+    /// Quantizes one row of features into the program's inputs.
     pub fn encode(&self, x: &[f64]) -> Result<Vec<i64>, DataError> {
+        let q = self.quantize(x)?;
+        Ok(match self.low_bits {
+            None => q,
+            Some(b) => {
+                let mask = (1i64 << b) - 1;
+                q.iter().flat_map(|&v| [v >> b, v & mask]).collect()
+            }
+        })
+    }
+
+    /// Quantizes one row of features, one integer per feature.
+    pub fn quantize(&self, x: &[f64]) -> Result<Vec<i64>, DataError> {
         if x.len() != self.quantizers.len() {
             return Err(DataError::Shape {
                 expected: self.quantizers.len(),
@@ -255,6 +272,10 @@ impl CompiledModel {
                 let low = linear::lower(l, &spec.quantization, options.calibration)?;
                 (low.program, low.encoder, low.decoder)
             }
+            ModelKind::Ensemble(e) => {
+                let low = tree::lower(e, &spec.quantization, options.calibration, options.p_fail)?;
+                (low.program, low.encoder, low.decoder)
+            }
         };
         Self::from_parts(spec.clone(), program, encoder, decoder, options.p_fail)
     }
@@ -293,6 +314,7 @@ impl CompiledModel {
         self.check_row(x, 0)?;
         let scores = match &self.spec.model {
             ModelKind::Linear(l) => linear::float_scores(l, x),
+            ModelKind::Ensemble(e) => e.float_scores(x),
         };
         Ok(self.decoder.predict(scores))
     }

@@ -3,7 +3,10 @@
 //! Each failure names the field path and, through the [`SourceMap`](super::SourceMap),
 //! the line and column of the offending node.
 
-use super::{FieldPath, Granularity, LinearSpec, LoadedSpec, ModelKind, Task, FORMAT_V1};
+use super::{
+    EnsembleSpec, FieldPath, Granularity, LinearSpec, Link, LoadedSpec, ModelKind, Node, Task,
+    FORMAT_V1,
+};
 use crate::error::{SpecError, SpecProblem};
 
 /// Inclusive range of bit counts accepted for inputs and weights.
@@ -83,11 +86,27 @@ pub(crate) fn check(loaded: &LoadedSpec) -> Result<(), SpecError> {
             check_linear(&c, &root.key("model").key("linear"), linear)?;
             linear.features.len()
         }
+        ModelKind::Ensemble(ensemble) => {
+            check_ensemble(&c, &root.key("model").key("ensemble"), ensemble)?;
+            if spec.quantization.input_granularity != Granularity::Feature {
+                return Err(c.fail(
+                    root.key("quantization").key("input_granularity"),
+                    SpecProblem::Unexpected(
+                        "input_granularity: tensor (trees quantize per feature)",
+                    ),
+                ));
+            }
+            ensemble.features.len()
+        }
     };
 
     let q = &spec.quantization;
     let qpath = root.key("quantization");
-    for (field, bits) in [("input_bits", q.input_bits), ("weight_bits", q.weight_bits)] {
+    for (field, bits) in [
+        ("input_bits", q.input_bits),
+        ("weight_bits", q.weight_bits),
+        ("leaf_bits", q.leaf_bits),
+    ] {
         if !BITS_RANGE.contains(&bits) {
             return Err(c.fail(
                 qpath.key(field),
@@ -214,6 +233,229 @@ fn check_linear(c: &Checker<'_>, path: &FieldPath, linear: &LinearSpec) -> Resul
                 return Err(c.fail(spath.key("scale").index(j), SpecProblem::NotPositive(*s)));
             }
         }
+    }
+    Ok(())
+}
+
+/// Largest number of nodes in one tree.
+pub const MAX_TREE_NODES: usize = 1 << 16;
+
+fn check_ensemble(c: &Checker<'_>, path: &FieldPath, e: &EnsembleSpec) -> Result<(), SpecError> {
+    let estimator = format!("{:?}", e.estimator);
+    if e.task != e.estimator.task() {
+        return Err(c.fail(
+            path.key("task"),
+            SpecProblem::Task {
+                estimator,
+                expected: e.estimator.task(),
+            },
+        ));
+    }
+    if !e.estimator.allowed_links().contains(&e.link) {
+        return Err(c.fail(
+            path.key("link"),
+            SpecProblem::Link {
+                link: e.link.name(),
+                estimator,
+            },
+        ));
+    }
+    c.names(path.key("features"), &e.features, "feature name")?;
+    let n_features = e.features.len();
+    let n_outputs = e.n_outputs();
+    if n_outputs == 0 {
+        return Err(c.fail(path.key("base_score"), SpecProblem::Empty("base_score")));
+    }
+    for (k, b) in e.base_score.iter().enumerate() {
+        c.finite(path.key("base_score").index(k), *b)?;
+    }
+    match (&e.classes, e.task) {
+        (Some(classes), Task::Classification) => {
+            c.names(path.key("classes"), classes, "class name")?;
+            if classes.len() < 2 {
+                return Err(c.fail(
+                    path.key("classes"),
+                    SpecProblem::Length {
+                        expected: 2,
+                        found: classes.len(),
+                    },
+                ));
+            }
+            let expected = match e.link {
+                Link::Sigmoid if classes.len() == 2 => 1,
+                Link::Sigmoid => {
+                    return Err(c.fail(
+                        path.key("link"),
+                        SpecProblem::Link {
+                            link: e.link.name(),
+                            estimator: format!("{} classes", classes.len()),
+                        },
+                    ))
+                }
+                _ => classes.len(),
+            };
+            c.len(path.key("base_score"), n_outputs, expected)?;
+        }
+        (None, Task::Classification) => {
+            return Err(c.fail(path.key("classes"), SpecProblem::Missing("classes")));
+        }
+        (Some(_), Task::Regression) => {
+            return Err(c.fail(path.key("classes"), SpecProblem::Unexpected("classes")));
+        }
+        (None, Task::Regression) => c.len(path.key("base_score"), n_outputs, 1)?,
+    }
+    if e.trees.is_empty() {
+        return Err(c.fail(path.key("trees"), SpecProblem::Empty("trees")));
+    }
+    if e.estimator.single_tree() {
+        c.len(path.key("trees"), e.trees.len(), 1)?;
+    }
+    for (t, tree) in e.trees.iter().enumerate() {
+        let tpath = path.key("trees").index(t);
+        let values = match tree.output {
+            Some(o) if o >= n_outputs => {
+                return Err(c.fail(
+                    tpath.key("output"),
+                    SpecProblem::Length {
+                        expected: n_outputs,
+                        found: o + 1,
+                    },
+                ))
+            }
+            Some(_) => 1,
+            None => n_outputs,
+        };
+        check_tree(c, &tpath, &tree.nodes, n_features, values)?;
+    }
+    Ok(())
+}
+
+fn check_tree(
+    c: &Checker<'_>,
+    path: &FieldPath,
+    nodes: &[super::NodeSpec],
+    n_features: usize,
+    values: usize,
+) -> Result<(), SpecError> {
+    let npath = path.key("nodes");
+    if nodes.is_empty() {
+        return Err(c.fail(npath, SpecProblem::Empty("nodes")));
+    }
+    if nodes.len() > MAX_TREE_NODES {
+        return Err(c.fail(
+            npath,
+            SpecProblem::TreeShape(format!(
+                "{} nodes, more than the {MAX_TREE_NODES} accepted",
+                nodes.len()
+            )),
+        ));
+    }
+    let n_nodes = nodes.len();
+    let mut parent: Vec<Option<usize>> = vec![None; n_nodes];
+    for (i, node) in nodes.iter().enumerate() {
+        let path = npath.index(i);
+        match node.kind() {
+            Some(Node::Split {
+                feature,
+                threshold,
+                left,
+                right,
+            }) => {
+                if feature >= n_features {
+                    return Err(c.fail(
+                        path.key("feature"),
+                        SpecProblem::FeatureIndex {
+                            index: feature,
+                            n_features,
+                        },
+                    ));
+                }
+                c.finite(path.key("threshold"), threshold)?;
+                for (field, child) in [("left", left), ("right", right)] {
+                    let fpath = path.key(field);
+                    if child >= n_nodes {
+                        return Err(c.fail(
+                            fpath,
+                            SpecProblem::NodeIndex {
+                                index: child,
+                                n_nodes,
+                            },
+                        ));
+                    }
+                    if child == 0 {
+                        return Err(c.fail(
+                            fpath,
+                            SpecProblem::TreeShape(format!(
+                                "node {i} points back to the root (a cycle)"
+                            )),
+                        ));
+                    }
+                    if child == i {
+                        return Err(c.fail(
+                            fpath,
+                            SpecProblem::TreeShape(format!("node {i} is its own child (a cycle)")),
+                        ));
+                    }
+                    if let Some(p) = parent[child] {
+                        return Err(c.fail(
+                            fpath,
+                            SpecProblem::TreeShape(format!(
+                                "node {child} is a child of both node {p} and node {i} \
+                                 (a cycle or a shared subtree)"
+                            )),
+                        ));
+                    }
+                    parent[child] = Some(i);
+                }
+            }
+            Some(Node::Leaf(v)) => {
+                c.len(path.key("value"), v.len(), values)?;
+                for (k, x) in v.iter().enumerate() {
+                    c.finite(path.key("value").index(k), *x)?;
+                }
+            }
+            None => {
+                let missing = if node.value.is_some() {
+                    "a leaf must have only `value`".to_owned()
+                } else {
+                    let names = [
+                        ("feature", node.feature.is_none()),
+                        ("threshold", node.threshold.is_none()),
+                        ("left", node.left.is_none()),
+                        ("right", node.right.is_none()),
+                    ];
+                    let absent: Vec<&str> =
+                        names.iter().filter(|(_, a)| *a).map(|(n, _)| *n).collect();
+                    format!("missing `{}`", absent.join("`, `"))
+                };
+                return Err(c.fail(path, SpecProblem::NodeKind(missing)));
+            }
+        }
+    }
+    // Unique parents and a root that is nobody's child: every node but the
+    // root needs a parent chain that ends at the root, else it sits on a
+    // cycle or hangs off one.
+    let mut reached = vec![false; n_nodes];
+    reached[0] = true;
+    let mut stack = vec![0usize];
+    while let Some(i) = stack.pop() {
+        if let Some(Node::Split { left, right, .. }) = nodes[i].kind() {
+            for child in [left, right] {
+                reached[child] = true;
+                stack.push(child);
+            }
+        }
+    }
+    if let Some(i) = reached.iter().position(|r| !r) {
+        let why = if parent[i].is_some() {
+            "it lies on a cycle"
+        } else {
+            "no node points to it"
+        };
+        return Err(c.fail(
+            npath.index(i),
+            SpecProblem::TreeShape(format!("node {i} is not reachable from the root: {why}")),
+        ));
     }
     Ok(())
 }

@@ -87,6 +87,257 @@ pub struct Source {
 pub enum ModelKind {
     /// Generalized linear models: `scores = coefficients · x + intercepts`.
     Linear(LinearSpec),
+    /// Decision trees, random forests and gradient-boosted trees.
+    Ensemble(EnsembleSpec),
+}
+
+/// A tree ensemble: one decision tree, a random forest or gradient-boosted
+/// trees.
+///
+/// Float semantics: each feature is rounded to `f32` (scikit-learn and
+/// XGBoost both compare in single precision), every tree is walked from
+/// node 0 (left when `x <= threshold` for [`Comparison::Le`], `x <
+/// threshold` for [`Comparison::Lt`]), the reached leaves' values are
+/// aggregated per output ([`Aggregation`]) and `base_score` is added.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleSpec {
+    /// Which estimator was trained.
+    pub estimator: TreeEstimator,
+    /// Classification or regression.
+    pub task: Task,
+    /// Inverse link applied on the client: `identity` for scikit-learn
+    /// (scores are class probabilities or values), `sigmoid` / `softmax` for
+    /// XGBoost classifiers (scores are margins).
+    pub link: Link,
+    /// Feature names, one per input column.
+    pub features: Vec<String>,
+    /// Class names, classifiers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+    /// How a split compares a feature with its threshold.
+    pub comparison: Comparison,
+    /// How tree outputs combine.
+    pub aggregation: Aggregation,
+    /// Added to each aggregated output; its length is the number of outputs.
+    pub base_score: Vec<f64>,
+    /// The trees.
+    pub trees: Vec<TreeSpec>,
+}
+
+/// The tree estimators an ensemble spec can describe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TreeEstimator {
+    /// scikit-learn `DecisionTreeClassifier`.
+    DecisionTreeClassifier,
+    /// scikit-learn `DecisionTreeRegressor`.
+    DecisionTreeRegressor,
+    /// scikit-learn `RandomForestClassifier`.
+    RandomForestClassifier,
+    /// scikit-learn `RandomForestRegressor`.
+    RandomForestRegressor,
+    /// XGBoost `XGBClassifier` (binary or multiclass).
+    XgbClassifier,
+    /// XGBoost `XGBRegressor`.
+    XgbRegressor,
+}
+
+impl TreeEstimator {
+    /// The task this estimator solves.
+    pub fn task(self) -> Task {
+        match self {
+            Self::DecisionTreeClassifier | Self::RandomForestClassifier | Self::XgbClassifier => {
+                Task::Classification
+            }
+            _ => Task::Regression,
+        }
+    }
+
+    /// Whether the model is a single tree.
+    pub fn single_tree(self) -> bool {
+        matches!(
+            self,
+            Self::DecisionTreeClassifier | Self::DecisionTreeRegressor
+        )
+    }
+
+    /// The links its predictions may use.
+    pub fn allowed_links(self) -> &'static [Link] {
+        match self {
+            Self::XgbClassifier => &[Link::Sigmoid, Link::Softmax],
+            _ => &[Link::Identity],
+        }
+    }
+}
+
+/// How a split compares: the sample goes to the left child when the
+/// comparison holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Comparison {
+    /// `x <= threshold` (scikit-learn).
+    Le,
+    /// `x < threshold` (XGBoost).
+    Lt,
+}
+
+/// How the trees' outputs combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    /// Average over trees (scikit-learn forests; one tree is a forest of one).
+    Mean,
+    /// Sum over trees (gradient boosting).
+    Sum,
+}
+
+/// One tree: node 0 is the root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreeSpec {
+    /// The one output this tree adds to (XGBoost multiclass: the class);
+    /// its leaves then hold one value. Absent: leaves hold one value per
+    /// output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<usize>,
+    /// Nodes, split or leaf.
+    pub nodes: Vec<NodeSpec>,
+}
+
+/// A node: a split (`feature`, `threshold`, `left`, `right`) or a leaf
+/// (`value`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    /// Split: index of the feature compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature: Option<usize>,
+    /// Split: the threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// Split: the node taken when the comparison holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<usize>,
+    /// Split: the node taken otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub right: Option<usize>,
+    /// Leaf: its value per output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Vec<f64>>,
+}
+
+/// A checked node, as [`NodeSpec::kind`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Node<'a> {
+    /// A split.
+    Split {
+        /// Feature index.
+        feature: usize,
+        /// Threshold.
+        threshold: f64,
+        /// Child taken when the comparison holds.
+        left: usize,
+        /// The other child.
+        right: usize,
+    },
+    /// A leaf and its values.
+    Leaf(&'a [f64]),
+}
+
+impl NodeSpec {
+    /// A split node.
+    pub fn split(feature: usize, threshold: f64, left: usize, right: usize) -> Self {
+        Self {
+            feature: Some(feature),
+            threshold: Some(threshold),
+            left: Some(left),
+            right: Some(right),
+            value: None,
+        }
+    }
+
+    /// A leaf node.
+    pub fn leaf(value: Vec<f64>) -> Self {
+        Self {
+            feature: None,
+            threshold: None,
+            left: None,
+            right: None,
+            value: Some(value),
+        }
+    }
+
+    /// The node's shape, or `None` when its fields mix a split and a leaf
+    /// or miss some (which [`ModelSpec::check`] reports).
+    pub fn kind(&self) -> Option<Node<'_>> {
+        match (
+            self.feature,
+            self.threshold,
+            self.left,
+            self.right,
+            &self.value,
+        ) {
+            (Some(feature), Some(threshold), Some(left), Some(right), None) => Some(Node::Split {
+                feature,
+                threshold,
+                left,
+                right,
+            }),
+            (None, None, None, None, Some(v)) => Some(Node::Leaf(v)),
+            _ => None,
+        }
+    }
+}
+
+impl EnsembleSpec {
+    /// Number of outputs (scores).
+    pub fn n_outputs(&self) -> usize {
+        self.base_score.len()
+    }
+
+    /// The float model's scores for one sample (see the type's docs).
+    ///
+    /// The spec must have passed [`ModelSpec::check`].
+    pub fn float_scores(&self, x: &[f64]) -> Vec<f64> {
+        let mut out = vec![0.0; self.n_outputs()];
+        for tree in &self.trees {
+            let mut i = 0;
+            loop {
+                match tree.nodes[i].kind() {
+                    Some(Node::Split {
+                        feature,
+                        threshold,
+                        left,
+                        right,
+                    }) => {
+                        let v = f64::from(x[feature] as f32);
+                        let go_left = match self.comparison {
+                            Comparison::Le => v <= threshold,
+                            Comparison::Lt => v < threshold,
+                        };
+                        i = if go_left { left } else { right };
+                    }
+                    Some(Node::Leaf(values)) => {
+                        match tree.output {
+                            Some(o) => out[o] += values[0],
+                            None => out.iter_mut().zip(values).for_each(|(o, v)| *o += v),
+                        }
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        let n_trees = self.trees.len() as f64;
+        out.iter()
+            .zip(&self.base_score)
+            .map(|(s, b)| match self.aggregation {
+                Aggregation::Mean => s / n_trees + b,
+                Aggregation::Sum => s + b,
+            })
+            .collect()
+    }
 }
 
 /// A linear model (regression, classification or GLM).
@@ -216,6 +467,11 @@ pub struct QuantizationSpec {
     /// Bits per quantized weight (default 8).
     #[serde(default = "default_bits")]
     pub weight_bits: u8,
+    /// Bits per quantized leaf value of a tree ensemble (default 8). Leaves
+    /// are summed without bootstrapping, so this sets accuracy and output
+    /// width, not table width.
+    #[serde(default = "default_bits", skip_serializing_if = "is_default_bits")]
+    pub leaf_bits: u8,
     /// One quantizer per feature (and one weight quantizer per output), or one
     /// for the whole input tensor and one for the whole weight matrix
     /// (Concrete ML's choice).
@@ -233,11 +489,16 @@ fn default_bits() -> u8 {
     8
 }
 
+fn is_default_bits(bits: &u8) -> bool {
+    *bits == default_bits()
+}
+
 impl Default for QuantizationSpec {
     fn default() -> Self {
         Self {
             input_bits: default_bits(),
             weight_bits: default_bits(),
+            leaf_bits: default_bits(),
             input_granularity: Granularity::default(),
             weight_scheme: WeightScheme::default(),
             input_ranges: None,
@@ -391,6 +652,15 @@ impl ModelSpec {
     pub fn linear(&self) -> Option<&LinearSpec> {
         match &self.model {
             ModelKind::Linear(l) => Some(l),
+            ModelKind::Ensemble(_) => None,
+        }
+    }
+
+    /// The tree ensemble, if this spec holds one.
+    pub fn ensemble(&self) -> Option<&EnsembleSpec> {
+        match &self.model {
+            ModelKind::Ensemble(e) => Some(e),
+            ModelKind::Linear(_) => None,
         }
     }
 
@@ -398,6 +668,7 @@ impl ModelSpec {
     pub fn features(&self) -> &[String] {
         match &self.model {
             ModelKind::Linear(l) => &l.features,
+            ModelKind::Ensemble(e) => &e.features,
         }
     }
 
@@ -410,6 +681,7 @@ impl ModelSpec {
     pub fn task(&self) -> Task {
         match &self.model {
             ModelKind::Linear(l) => l.task,
+            ModelKind::Ensemble(e) => e.task,
         }
     }
 
@@ -417,6 +689,7 @@ impl ModelSpec {
     pub fn classes(&self) -> Option<&[String]> {
         match &self.model {
             ModelKind::Linear(l) => l.classes.as_deref(),
+            ModelKind::Ensemble(e) => e.classes.as_deref(),
         }
     }
 

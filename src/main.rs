@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use cml::import::{relative_to, xgboost_json_file, ImportOptions};
 use cml::program::Op;
 use cml::report::{self, Report, RunOptions, Score};
 use cml::spec::Task;
@@ -78,6 +79,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Convert an XGBoost JSON model (`save_model("model.json")`) into a spec.
+    ImportXgboost {
+        /// The XGBoost model file.
+        model: PathBuf,
+        /// Where to write the spec (YAML); standard output when absent.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Spec name (default: from the file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Bits per quantized feature.
+        #[arg(long, default_value_t = 6)]
+        input_bits: u8,
+        /// Training CSV: its per-feature min/max become the input ranges, and
+        /// the spec records it as `data.train`.
+        #[arg(long)]
+        train: Option<PathBuf>,
+        /// Test CSV (with saved `score_*` and `prediction`) to record as `data.test`.
+        #[arg(long)]
+        test: Option<PathBuf>,
+        /// Class names, comma-separated (classifiers; default 0, 1, …).
+        #[arg(long, value_delimiter = ',')]
+        classes: Option<Vec<String>>,
+    },
     /// Show the integer program, its bit-widths, PBS count and FHE parameters.
     Inspect {
         /// The spec file (YAML).
@@ -108,6 +133,26 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Inspect { spec, p_fail } => inspect(&spec, p_fail.target()),
+        Command::ImportXgboost {
+            model,
+            out,
+            name,
+            input_bits,
+            train,
+            test,
+            classes,
+        } => import_xgboost(
+            &model,
+            out.as_deref(),
+            ImportOptions {
+                name,
+                input_bits,
+                classes,
+                ..ImportOptions::default()
+            },
+            train,
+            test,
+        ),
         Command::BenchPbs {
             from,
             to,
@@ -123,6 +168,53 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn import_xgboost(
+    model: &std::path::Path,
+    out: Option<&std::path::Path>,
+    mut options: ImportOptions,
+    train: Option<PathBuf>,
+    test: Option<PathBuf>,
+) -> Result<(), cml::Error> {
+    // A first pass reads the feature names the training CSV is matched on.
+    let spec = xgboost_json_file(model, &options)?;
+    if let Some(train) = &train {
+        let data = cml::data::Dataset::from_csv(train, spec.features())?;
+        let ranges = data
+            .features
+            .columns()
+            .into_iter()
+            .map(|c| {
+                let lo = c.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = c.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                [lo, hi]
+            })
+            .collect();
+        options.input_ranges = Some(ranges);
+    }
+    let dir = out
+        .and_then(|o| o.parent())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    if train.is_some() || test.is_some() {
+        options.data = Some(cml::spec::DataSpec {
+            train: train.as_deref().map(|p| relative_to(&dir, p)),
+            test: test.as_deref().map(|p| relative_to(&dir, p)),
+        });
+    }
+    let spec = xgboost_json_file(model, &options)?;
+    let yaml = spec.to_yaml();
+    match out {
+        Some(path) => std::fs::write(path, yaml).map_err(|source| {
+            cml::Error::Data(cml::DataError::Io {
+                file: path.to_path_buf(),
+                source,
+            })
+        })?,
+        None => print!("{yaml}"),
+    }
+    Ok(())
 }
 
 fn run(spec: &std::path::Path, options: RunOptions, json: bool) -> Result<(), cml::Error> {

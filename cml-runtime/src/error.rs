@@ -374,7 +374,51 @@ pub enum Error {
     /// See [`FheError`].
     #[error(transparent)]
     Fhe(#[from] FheError),
+    /// See [`ImportError`].
+    #[error(transparent)]
+    Import(#[from] ImportError),
 }
 
 /// Result with this crate's [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A model file from another library that cannot be imported.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// The file could not be read.
+    #[error("{}: cannot read: {source}", file.display())]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid JSON, or a field of the wrong type.
+    #[error("{}:{line}:{column}: {}{message}", file.display(), if path.is_empty() || path == "." { String::new() } else { format!("field {path}: ") })]
+    Json {
+        /// The file.
+        file: PathBuf,
+        /// Line (1-based).
+        line: usize,
+        /// Column (1-based).
+        column: usize,
+        /// Path of the field.
+        path: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A field with a value that does not make a model.
+    #[error("{}: field {field}: {message}", file.display())]
+    Field {
+        /// The file.
+        file: PathBuf,
+        /// Path of the field.
+        field: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The imported model fails the spec checks.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+}

@@ -18,6 +18,7 @@ pub mod data;
 pub mod embed;
 pub mod encoding;
 pub mod error;
+pub mod import;
 pub mod metrics;
 pub mod models;
 pub mod noise;
@@ -26,7 +27,7 @@ pub mod program;
 pub mod quant;
 pub mod spec;
 
-pub use error::{DataError, Error, FheError, ProgramError, Result, SpecError};
+pub use error::{DataError, Error, FheError, ImportError, ProgramError, Result, SpecError};
 pub use models::{CompiledModel, Mode, Prediction};
 pub use ndarray;
 pub use params::{FheParams, PFail};

@@ -84,6 +84,7 @@ fn spec_of(case: &Value) -> ModelSpec {
             weight_bits: 8,
             input_granularity: Granularity::Tensor,
             weight_scheme: WeightScheme::Asymmetric,
+            leaf_bits: 8,
             input_ranges: Some(vec![[
                 iq["rmin"].as_f64().unwrap(),
                 iq["rmax"].as_f64().unwrap(),
@@ -134,11 +135,8 @@ fn quantizers_and_weights_match_concrete_ml() {
             .iter()
             .map(i64s)
             .collect();
-        let low = match &model.spec.model {
-            ModelKind::Linear(l) => {
-                cml::models::linear::lower(l, &model.spec.quantization, None).unwrap()
-            }
-        };
+        let linear = model.spec.linear().expect("a linear model");
+        let low = cml::models::linear::lower(linear, &model.spec.quantization, None).unwrap();
         for (r, row) in low.weights.iter().enumerate() {
             for (j, w) in row.iter().enumerate() {
                 assert_eq!(*w, q_weights[j][r] - z_w, "{name}: weight [{r}][{j}]");

@@ -11,6 +11,9 @@ fhe_model!(IrisLogreg = "specs/iris_logreg.yaml");
 fhe_model!(DiabetesRidge = "specs/diabetes_ridge.yaml");
 fhe_model!(DiabetesLinear = "specs/diabetes_linear_regression.yaml");
 fhe_model!(DiabetesPoisson = "specs/diabetes_poisson.yaml");
+fhe_model!(BreastCancerTree = "specs/breast_cancer_tree.yaml");
+fhe_model!(IrisTree = "specs/iris_tree.yaml");
+fhe_model!(DiabetesTree = "specs/diabetes_tree.yaml");
 
 /// Compares a generated model with the runtime on the spec's test split:
 /// program, parameters, quantized inputs, clear and simulated predictions on
@@ -148,4 +151,45 @@ fn typed_classes_carry_the_spec_names() {
     let short = ndarray::array![1.0, 2.0];
     let err = IrisLogreg::predict_row(short.view()).unwrap_err();
     assert_eq!(err.to_string(), "input has 2 features, the model expects 4");
+}
+
+#[test]
+fn tree_ensembles_match_the_runtime() {
+    check_equivalent!(
+        BreastCancerTree,
+        breast_cancer_tree,
+        "specs/breast_cancer_tree.yaml",
+        |g: &breast_cancer_tree::Prediction, w: &cml::Prediction| {
+            same_class(
+                g.class,
+                g.class.index(),
+                &breast_cancer_tree::Class::ALL,
+                &g.scores,
+                w,
+            );
+        }
+    );
+    check_equivalent!(
+        IrisTree,
+        iris_tree,
+        "specs/iris_tree.yaml",
+        |g: &iris_tree::Prediction, w: &cml::Prediction| {
+            same_class(
+                g.class,
+                g.class.index(),
+                &iris_tree::Class::ALL,
+                &g.scores,
+                w,
+            );
+        }
+    );
+    check_equivalent!(
+        DiabetesTree,
+        diabetes_tree,
+        "specs/diabetes_tree.yaml",
+        |g: &diabetes_tree::Prediction, w: &cml::Prediction| {
+            assert_eq!(g.value, w.value());
+            assert_eq!(g.score, w.scores[0]);
+        }
+    );
 }

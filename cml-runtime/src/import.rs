@@ -7,7 +7,8 @@
 //! adds to the class in `tree_info`), `reg:squarederror` and the other
 //! identity-link regression objectives a regressor. A split sends a sample
 //! left when `x < split_condition` ([`Comparison::Lt`]); a leaf's value is
-//! its `split_condition` (learning rate included). The base margin is
+//! its `split_condition` (learning rate included). Both are XGBoost `f32`s
+//! and are read back as the exact `f32` value. The base margin is
 //! `logit(base_score)` for `binary:logistic`, `base_score` otherwise.
 //!
 //! ```
@@ -196,7 +197,13 @@ pub fn xgboost_json(
                 ));
             }
             let margin = (base_score / (1.0 - base_score)).ln();
-            (TreeEstimator::XgbClassifier, Task::Classification, Link::Sigmoid, 1, margin)
+            (
+                TreeEstimator::XgbClassifier,
+                Task::Classification,
+                Link::Sigmoid,
+                1,
+                margin,
+            )
         }
         "binary:logitraw" => (
             TreeEstimator::XgbClassifier,
@@ -220,7 +227,10 @@ pub fn xgboost_json(
                 base_score,
             )
         }
-        "reg:squarederror" | "reg:linear" | "reg:absoluteerror" | "reg:pseudohubererror"
+        "reg:squarederror"
+        | "reg:linear"
+        | "reg:absoluteerror"
+        | "reg:pseudohubererror"
         | "reg:squaredlogerror" => (
             TreeEstimator::XgbRegressor,
             Task::Regression,
@@ -291,7 +301,9 @@ pub fn xgboost_json(
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
             let (l, r) = (tree.left_children[i], tree.right_children[i]);
-            let value = tree.split_conditions[i];
+            // XGBoost stores thresholds and leaf values as f32; its JSON
+            // prints them as short decimals. Back to the exact f32.
+            let value = f64::from(tree.split_conditions[i] as f32);
             if !value.is_finite() {
                 return Err(bad(
                     format!("{tpath}.split_conditions[{i}]"),
@@ -302,7 +314,10 @@ pub fn xgboost_json(
                 nodes.push(NodeSpec::leaf(vec![value]));
                 continue;
             }
-            let (l, r) = (child("left_children", i, l)?, child("right_children", i, r)?);
+            let (l, r) = (
+                child("left_children", i, l)?,
+                child("right_children", i, r)?,
+            );
             let feature = usize::try_from(tree.split_indices[i])
                 .ok()
                 .filter(|&f| f < n_features)

@@ -308,8 +308,10 @@ fn print_report(r: &Report, model: &CompiledModel) {
             fmt_duration(f.latency),
             fmt_duration(f.latency_run)
         );
+        let digits = if f.throughput < 10.0 { 2 } else { 0 };
         println!(
-            "throughput {:.0} samples/s batched on {} threads",
+            "throughput {:.*} samples/s batched on {} threads",
+            digits,
             f.throughput,
             rayon::current_num_threads()
         );
@@ -383,7 +385,15 @@ fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
     let a = &model.analysis;
     println!("model {} — {}", model.spec.name, spec.display());
     println!("inputs ({}):", prog.inputs.len());
-    for (i, (r, name)) in prog.inputs.iter().zip(model.spec.features()).enumerate() {
+    let features = model.spec.features();
+    let names: Vec<String> = match model.encoder.low_bits {
+        Some(b) => features
+            .iter()
+            .flat_map(|f| [format!("{f} (high digit)"), format!("{f} (low {b} bits)")])
+            .collect(),
+        None => features.to_vec(),
+    };
+    for (i, (r, name)) in prog.inputs.iter().zip(&names).enumerate() {
         println!(
             "  %{i:<3} {name:<28} [{}, {}] {} bits",
             r.lo,

@@ -31,8 +31,9 @@
 //! non-constant ancestors. One table on `k − S ∈ [0, k]` returns the leaf's
 //! value (or 0). Two sibling leaves of a single-output tree share one table
 //! on `c_p + 2 (k_p − S_p) ∈ [0, 2 k_p + 1]` (value 1: left leaf, 0: right
-//! leaf, else not reached), one bit wider; whether to pair them, and the
-//! digit split, are chosen by the optimizer's cost estimate.
+//! leaf, else not reached), one bit wider and noisier (`4 k_p + 1` noise
+//! terms); up to which depth to pair them, and the digit split, are chosen
+//! by the optimizer's cost estimate.
 //!
 //! **Aggregation.** Leaf outputs are written at the output's scale and
 //! summed (leveled) over the whole ensemble with the base score, so the
@@ -152,7 +153,7 @@ struct Lowerer<'a> {
     spec: &'a EnsembleSpec,
     quantizers: &'a [Quantizer],
     low_bits: u8,
-    pairs: bool,
+    pair_max_k: i64,
     b: Builder,
     carries: HashMap<(usize, i64), ValueId>,
     comparisons: HashMap<(usize, i64), ValueId>,
@@ -371,7 +372,7 @@ impl Lowerer<'_> {
                             let both_leaves = matches!(nodes[left].kind(), Some(Node::Leaf(_)))
                                 && matches!(nodes[right].kind(), Some(Node::Leaf(_)));
                             let (lv, rv) = (leaf_values(left), leaf_values(right));
-                            if self.pairs
+                            if (path.len() as i64) <= self.pair_max_k
                                 && both_leaves
                                 && lv.len() == 1
                                 && rv.len() == 1
@@ -472,9 +473,13 @@ pub fn lower(
     let n = q.input_bits;
     let mut best: Option<(f64, usize, TreeLowering)> = None;
     let mut last_err = None;
-    for low_bits in 1..n {
-        for pairs in [true, false] {
-            let low = lower_with(e, q, &quantizers, low_bits, pairs);
+    // Splits near the middle keep both digits' tables narrow; pairing
+    // sibling leaves saves bootstraps but its table input sums 2k + 1
+    // noisy terms at depth k, so it is tried up to each depth.
+    let splits = (n / 2).saturating_sub(1).max(1)..=(n / 2 + 1).min(n - 1);
+    for low_bits in splits {
+        for pair_max_k in [-1, 2, i64::MAX] {
+            let low = lower_with(e, q, &quantizers, low_bits, pair_max_k);
             let analysis = low.program.analyze()?;
             let needs = Needs::of(&low.program, &analysis);
             match params::choose(&needs, p_fail) {
@@ -494,18 +499,19 @@ pub fn lower(
     match (best, last_err) {
         (Some((_, _, low)), _) => Ok(low),
         (None, Some(err)) => Err(err.into()),
-        (None, None) => Ok(lower_with(e, q, &quantizers, 0, false)),
+        (None, None) => Ok(lower_with(e, q, &quantizers, 0, -1)),
     }
 }
 
 /// Lowers with a given split of the features into digits (`low_bits` = 0:
-/// one digit) and with or without leaf pairs.
+/// one digit), pairing sibling leaves whose parent is at most `pair_max_k`
+/// non-constant splits deep (−1: never).
 pub fn lower_with(
     e: &EnsembleSpec,
     q: &QuantizationSpec,
     quantizers: &[Quantizer],
     low_bits: u8,
-    pairs: bool,
+    pair_max_k: i64,
 ) -> TreeLowering {
     let n = q.input_bits;
     let (n_out, binary) = reduced_outputs(e);
@@ -556,7 +562,7 @@ pub fn lower_with(
         spec: e,
         quantizers,
         low_bits,
-        pairs,
+        pair_max_k,
         b: Builder {
             program: Program::new(inputs),
             linear: HashMap::new(),

@@ -2,12 +2,12 @@
 //! features, with leaf selection and the ensemble sum done under encryption.
 //!
 //! **Quantization.** Each feature gets its own unsigned `n`-bit quantizer
-//! over its calibration range (Concrete ML's formulas): `q = clip(rint(x / s
-//! + z), 0, 2^n − 1)`, standing for `x̂ = s (q − z)`. A split "left when `x
-//! <= t`" becomes "left when `q <= T`" with `T` the largest grid point whose
-//! `x̂ <= t`; for "left when `x < t`" (XGBoost) `T` is the largest with `x̂ <
-//! t`. So the quantized model takes, on every split, the branch the float
-//! model takes for the dequantized sample `x̂`. `T < 0` or `T >= 2^n − 1`
+//! over its calibration range (Concrete ML's formulas):
+//! `q = clip(rint(x / s + z), 0, 2^n − 1)`, standing for `x̂ = s (q − z)`.
+//! A split "left when `x <= t`" becomes "left when `q <= T`" with `T` the
+//! largest grid point whose `x̂ <= t`; for "left when `x < t`" (XGBoost) `T`
+//! is the largest with `x̂ < t`. So the quantized model takes, on every
+//! split, the branch the float model takes for the dequantized sample `x̂`. `T < 0` or `T >= 2^n − 1`
 //! make the split constant and cost nothing. Leaf values are quantized with
 //! one symmetric `leaf_bits` quantizer shared by all trees and outputs.
 //!

@@ -111,6 +111,7 @@ pub mod iris {
                 narrow: false,
             },
         ],
+        low_bits: ::core::option::Option::None,
         scales: &[0.0004372394627142196, 0.00006966188050023159, 0.0004736760846070712],
         zero_points: &[47394, -5544, -42838],
         task: ::cml_runtime::spec::Task::Classification,
@@ -144,6 +145,8 @@ impl Iris {
     pub const NAME: &'static str = "iris";
     /// Number of input features.
     pub const N_FEATURES: usize = 4;
+    /// Number of encrypted program inputs.
+    pub const N_INPUTS: usize = 4;
     /// Number of outputs (scores).
     pub const N_OUTPUTS: usize = 3;
     /// Bits per quantized input.
@@ -177,7 +180,9 @@ impl Iris {
     pub fn program() -> &'static ::cml_runtime::program::Program {
         &iris::runtime().program
     }
-    /// Quantizes one sample into the program's integer inputs.
+    /// Quantizes one sample into the program's integer inputs
+    /// (`N_INPUTS`: one per feature, or two digits per feature for
+    /// tree ensembles).
     pub fn quantize(
         x: &[f64; 4],
     ) -> ::core::result::Result<[i64; 4], ::cml_runtime::DataError> {

@@ -50,7 +50,7 @@ mod grammar {
 use grammar::{DslParser, Rule};
 
 /// Model-kind sections written at the top of a DSL model.
-const MODEL_KINDS: &[&str] = &["linear"];
+const MODEL_KINDS: &[&str] = &["linear", "ensemble"];
 
 /// The DSL grammar, for tools that want to show it.
 pub const GRAMMAR: &str = include_str!("dsl.pest");
@@ -162,6 +162,7 @@ impl Lowering<'_> {
                 let raw = pair.into_inner().next().map_or("", |p| p.as_str());
                 Value::String(unescape(raw))
             }
+            Rule::block => Value::Mapping(self.block(pair, path)?),
             _ => Value::String(pair.as_str().to_owned()),
         })
     }
@@ -376,6 +377,18 @@ fn write_value(out: &mut String, value: &Value, indent: usize) {
 
 fn write_scalar(out: &mut String, value: &Value) {
     match value {
+        Value::Mapping(map) => {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(k.as_str().unwrap_or_default());
+                out.push_str(if v.is_mapping() { " " } else { ": " });
+                write_scalar(out, v);
+            }
+            out.push('}');
+        }
         Value::Sequence(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {

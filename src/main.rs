@@ -173,37 +173,27 @@ fn main() -> ExitCode {
 fn import_xgboost(
     model: &std::path::Path,
     out: Option<&std::path::Path>,
-    mut options: ImportOptions,
+    options: ImportOptions,
     train: Option<PathBuf>,
     test: Option<PathBuf>,
 ) -> Result<(), cml::Error> {
-    // A first pass reads the feature names the training CSV is matched on.
-    let spec = xgboost_json_file(model, &options)?;
+    let mut spec = xgboost_json_file(model, &options)?;
+    // The training CSV is read by the imported model's feature names.
     if let Some(train) = &train {
         let data = cml::data::Dataset::from_csv(train, spec.features())?;
-        let ranges = data
-            .features
-            .columns()
-            .into_iter()
-            .map(|c| {
-                let lo = c.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = c.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                [lo, hi]
-            })
-            .collect();
-        options.input_ranges = Some(ranges);
+        spec.quantization.input_ranges = Some(data.feature_ranges());
     }
-    let dir = out
-        .and_then(|o| o.parent())
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
     if train.is_some() || test.is_some() {
-        options.data = Some(cml::spec::DataSpec {
+        let dir = out
+            .and_then(|o| o.parent())
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        spec.data = Some(cml::spec::DataSpec {
             train: train.as_deref().map(|p| relative_to(&dir, p)),
             test: test.as_deref().map(|p| relative_to(&dir, p)),
         });
     }
-    let spec = xgboost_json_file(model, &options)?;
+    spec.check(model)?;
     let yaml = spec.to_yaml();
     match out {
         Some(path) => std::fs::write(path, yaml).map_err(|source| {

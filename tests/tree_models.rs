@@ -76,16 +76,7 @@ fn bundled_xgboost_specs_are_what_the_importer_writes() {
             .spec;
         let names = bundled.features().to_vec();
         let data = Dataset::from_csv(&train, &names).unwrap();
-        let ranges = data
-            .features
-            .columns()
-            .into_iter()
-            .map(|c| {
-                let lo = c.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = c.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                [lo, hi]
-            })
-            .collect();
+        let ranges = data.feature_ranges();
         let options = ImportOptions {
             name: Some(name.into()),
             input_ranges: Some(ranges),

@@ -353,9 +353,19 @@ def render_spec(model: LinearModel, *, name: str, description: str,
         w("    standardize:\n")
         w(f"      mean: {float_list(model.mean)}\n")
         w(f"      scale: {float_list(model.scale)}\n")
+    write_quantization_and_data(w, {"input_bits": input_bits, "weight_bits": weight_bits},
+                                ranges, data)
+    return out.getvalue()
+
+
+def write_quantization_and_data(w: Callable[[str], object], bits: Dict[str, Optional[int]],
+                                ranges, data: Optional[Dict[str, str]]) -> None:
+    """Write the ``quantization`` section (the ``bits`` fields that are set, then the
+    calibration ranges) and the optional ``data`` section of a spec."""
     w("quantization:\n")
-    w(f"  input_bits: {int(input_bits)}\n")
-    w(f"  weight_bits: {int(weight_bits)}\n")
+    for key, value in bits.items():
+        if value is not None:
+            w(f"  {key}: {int(value)}\n")
     w("  input_ranges:\n")
     for lo, hi in ranges:
         w(f"    - [{fmt_float(lo)}, {fmt_float(hi)}]\n")
@@ -364,7 +374,6 @@ def render_spec(model: LinearModel, *, name: str, description: str,
         for key in ("train", "test"):
             if key in data:
                 w(f"  {key}: {yaml_str(data[key])}\n")
-    return out.getvalue()
 
 
 def write_csv(path: str, feature_names: Sequence[str], X: np.ndarray, y: np.ndarray,

@@ -41,7 +41,8 @@ if HERE not in sys.path:
 
 from export_sklearn import (FORMAT, NAME_RE, check_feature_names, fmt_float,  # noqa: E402
                             float_list, load_dataset, read_csv, str_list, write_csv,
-                            yaml_str, _check_keys, _check_floats)
+                            write_quantization_and_data, yaml_str, _check_keys,
+                            _check_floats)
 
 XGB_SCORE_RTOL = 1e-5      # XGBoost sums leaves in float32
 SK_SCORE_ATOL = 1e-9
@@ -257,18 +258,8 @@ def render_ensemble_spec(ens: Ensemble, *, name: str, description: str, ranges,
             else:
                 w(f"          - {{feature: {n['feature']}, threshold: {fmt_float(n['threshold'])}, "
                   f"left: {n['left']}, right: {n['right']}}}\n")
-    w("quantization:\n")
-    w(f"  input_bits: {int(input_bits)}\n")
-    if leaf_bits is not None:
-        w(f"  leaf_bits: {int(leaf_bits)}\n")
-    w("  input_ranges:\n")
-    for lo, hi in ranges:
-        w(f"    - [{fmt_float(lo)}, {fmt_float(hi)}]\n")
-    if data:
-        w("data:\n")
-        for key in ("train", "test"):
-            if key in data:
-                w(f"  {key}: {yaml_str(data[key])}\n")
+    write_quantization_and_data(w, {"input_bits": input_bits, "leaf_bits": leaf_bits},
+                                ranges, data)
     return out.getvalue()
 
 

@@ -34,6 +34,19 @@ impl Dataset {
         self.len() == 0
     }
 
+    /// `[min, max]` of each feature column over its finite values (a
+    /// calibration range; `[0, 0]` for a column without any).
+    pub fn feature_ranges(&self) -> Vec<[f64; 2]> {
+        self.features
+            .columns()
+            .into_iter()
+            .map(|c| {
+                let (lo, hi) = crate::quant::min_max(c.iter().copied()).unwrap_or((0.0, 0.0));
+                [lo, hi]
+            })
+            .collect()
+    }
+
     /// Reads a CSV file, taking the feature columns by name.
     pub fn from_csv(path: &Path, feature_names: &[String]) -> Result<Self, DataError> {
         let io = |source| DataError::Io {

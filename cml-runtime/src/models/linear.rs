@@ -37,8 +37,9 @@ pub struct LinearLowering {
     pub decoder: Decoder,
 }
 
-/// Calibration ranges per quantizer: from the spec, else from data.
-fn input_ranges(
+/// Calibration ranges per quantizer: from the spec, else from data (after
+/// `standardize`).
+pub(super) fn input_ranges(
     q: &QuantizationSpec,
     n_features: usize,
     calibration: Option<ArrayView2<'_, f64>>,

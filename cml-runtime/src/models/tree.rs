@@ -45,7 +45,7 @@ use std::collections::HashMap;
 use ndarray::ArrayView2;
 
 use super::{Decoder, Encoder};
-use crate::error::{DataError, Error};
+use crate::error::Error;
 use crate::params::{self, Needs, PFail};
 use crate::program::{Interval, Op, Program, Table, ValueId};
 use crate::quant::Quantizer;
@@ -172,10 +172,10 @@ impl Lowerer<'_> {
         }
     }
 
-    /// The value a split compares, `u`, and its threshold.
-    fn u_of(&mut self, feature: usize, threshold: f64) -> Cmp {
+    /// The value a split on grid threshold `t` compares, `u`, and its
+    /// threshold on `u`.
+    fn u_of(&mut self, feature: usize, t: i64) -> Cmp {
         let qz = self.quantizers[feature];
-        let t = grid_threshold(&qz, threshold, self.spec.comparison);
         if t < qz.q_min() {
             return Cmp::Const(false);
         }
@@ -240,14 +240,15 @@ struct Step {
 }
 
 impl Lowerer<'_> {
-    /// The comparison bit of a split, `None` when constant (`Some(side)`).
+    /// The comparison bit of a split, or `Err(side)` when the split is
+    /// constant.
     fn comparison(&mut self, feature: usize, threshold: f64) -> Result<ValueId, bool> {
         let qz = self.quantizers[feature];
         let t = grid_threshold(&qz, threshold, self.spec.comparison);
         if let Some(&c) = self.comparisons.get(&(feature, t)) {
             return Ok(c);
         }
-        match self.u_of(feature, threshold) {
+        match self.u_of(feature, t) {
             Cmp::Const(side) => Err(side),
             Cmp::Le { u, t: th, u_max } => {
                 let c = self.b.lut(
@@ -364,8 +365,9 @@ impl Lowerer<'_> {
                         Err(side) => {
                             self.stats.constant_splits += 1;
                             let (taken, dead) = if side { (left, right) } else { (right, left) };
-                            self.stats.leaves += count_leaves(nodes, dead);
-                            self.stats.splits += count_splits(nodes, dead);
+                            let (splits, leaves) = count_nodes(nodes, dead);
+                            self.stats.splits += splits;
+                            self.stats.leaves += leaves;
                             stack.push((taken, path));
                         }
                         Ok(c) => {
@@ -397,28 +399,20 @@ impl Lowerer<'_> {
     }
 }
 
-fn count_leaves(nodes: &[crate::spec::NodeSpec], root: usize) -> usize {
+/// `(splits, leaves)` of the subtree under `root`.
+fn count_nodes(nodes: &[crate::spec::NodeSpec], root: usize) -> (usize, usize) {
     let mut stack = vec![root];
-    let mut n = 0;
+    let (mut splits, mut leaves) = (0, 0);
     while let Some(i) = stack.pop() {
         match nodes[i].kind() {
-            Some(Node::Split { left, right, .. }) => stack.extend([left, right]),
-            _ => n += 1,
+            Some(Node::Split { left, right, .. }) => {
+                splits += 1;
+                stack.extend([left, right]);
+            }
+            _ => leaves += 1,
         }
     }
-    n
-}
-
-fn count_splits(nodes: &[crate::spec::NodeSpec], root: usize) -> usize {
-    let mut stack = vec![root];
-    let mut n = 0;
-    while let Some(i) = stack.pop() {
-        if let Some(Node::Split { left, right, .. }) = nodes[i].kind() {
-            n += 1;
-            stack.extend([left, right]);
-        }
-    }
-    n
+    (splits, leaves)
 }
 
 /// Leaf values of the model as lowered: binary scikit-learn classifiers
@@ -426,36 +420,6 @@ fn count_splits(nodes: &[crate::spec::NodeSpec], root: usize) -> usize {
 fn reduced_outputs(e: &EnsembleSpec) -> (usize, bool) {
     let binary = e.task == Task::Classification && e.link == Link::Identity && e.n_outputs() == 2;
     (if binary { 1 } else { e.n_outputs() }, binary)
-}
-
-/// Calibration ranges: from the spec, else min/max of the data.
-fn ranges(
-    e: &EnsembleSpec,
-    q: &QuantizationSpec,
-    calibration: Option<ArrayView2<'_, f64>>,
-) -> Result<Vec<(f64, f64)>, Error> {
-    if let Some(r) = &q.input_ranges {
-        return Ok(r.iter().map(|[lo, hi]| (*lo, *hi)).collect());
-    }
-    let data = calibration.ok_or_else(|| {
-        DataError::Empty(
-            "the spec has no quantization.input_ranges and no calibration data was given".into(),
-        )
-    })?;
-    if data.ncols() != e.features.len() {
-        return Err(DataError::Shape {
-            expected: e.features.len(),
-            found: data.ncols(),
-        }
-        .into());
-    }
-    (0..data.ncols())
-        .map(|j| {
-            crate::quant::min_max(data.column(j).iter().copied()).ok_or_else(|| {
-                DataError::Empty("calibration data has no finite rows".into()).into()
-            })
-        })
-        .collect()
 }
 
 /// Lowers a checked ensemble spec, choosing the digit split and leaf
@@ -466,10 +430,12 @@ pub fn lower(
     calibration: Option<ArrayView2<'_, f64>>,
     p_fail: PFail,
 ) -> Result<TreeLowering, Error> {
-    let quantizers: Vec<Quantizer> = ranges(e, q, calibration)?
-        .into_iter()
-        .map(|(lo, hi)| Quantizer::asymmetric(lo, hi, q.input_bits, false))
-        .collect();
+    // The spec check guarantees per-feature granularity for ensembles.
+    let quantizers: Vec<Quantizer> =
+        super::linear::input_ranges(q, e.features.len(), calibration, |_, x| x)?
+            .into_iter()
+            .map(|(lo, hi)| Quantizer::asymmetric(lo, hi, q.input_bits, false))
+            .collect();
     let n = q.input_bits;
     let mut best: Option<(f64, usize, TreeLowering)> = None;
     let mut last_err = None;
@@ -499,7 +465,7 @@ pub fn lower(
     match (best, last_err) {
         (Some((_, _, low)), _) => Ok(low),
         (None, Some(err)) => Err(err.into()),
-        (None, None) => Ok(lower_with(e, q, &quantizers, 0, -1)),
+        (None, None) => unreachable!("input_bits >= 2 gives at least one digit split"),
     }
 }
 

@@ -63,6 +63,36 @@ impl Checker<'_> {
     }
 }
 
+impl Checker<'_> {
+    /// Class names: required (at least 2, distinct) for classifiers,
+    /// forbidden for regressors. Returns the class count of a classifier.
+    fn classes(
+        &self,
+        path: FieldPath,
+        classes: Option<&[String]>,
+        task: Task,
+    ) -> Result<Option<usize>, SpecError> {
+        match (classes, task) {
+            (Some(classes), Task::Classification) => {
+                self.names(path.clone(), classes, "class name")?;
+                if classes.len() < 2 {
+                    return Err(self.fail(
+                        path,
+                        SpecProblem::Length {
+                            expected: 2,
+                            found: classes.len(),
+                        },
+                    ));
+                }
+                Ok(Some(classes.len()))
+            }
+            (None, Task::Classification) => Err(self.fail(path, SpecProblem::Missing("classes"))),
+            (Some(_), Task::Regression) => Err(self.fail(path, SpecProblem::Unexpected("classes"))),
+            (None, Task::Regression) => Ok(None),
+        }
+    }
+}
+
 /// Checks a deserialized spec.
 pub(crate) fn check(loaded: &LoadedSpec) -> Result<(), SpecError> {
     let c = Checker { loaded };
@@ -166,23 +196,13 @@ fn check_linear(c: &Checker<'_>, path: &FieldPath, linear: &LinearSpec) -> Resul
             SpecProblem::Empty("coefficient row"),
         ));
     }
-    match (&linear.classes, linear.task) {
-        (Some(classes), Task::Classification) => {
-            c.names(path.key("classes"), classes, "class name")?;
-            if classes.len() < 2 {
-                return Err(c.fail(
-                    path.key("classes"),
-                    SpecProblem::Length {
-                        expected: 2,
-                        found: classes.len(),
-                    },
-                ));
-            }
-            let expected_rows = if classes.len() == 2 { 1 } else { classes.len() };
+    match c.classes(path.key("classes"), linear.classes.as_deref(), linear.task)? {
+        Some(n_classes) => {
+            let expected_rows = if n_classes == 2 { 1 } else { n_classes };
             c.len(path.key("coefficients"), rows, expected_rows)?;
             let expected_link_rows = match linear.link {
                 super::Link::Sigmoid => Some(1),
-                super::Link::Softmax => Some(classes.len().max(3)),
+                super::Link::Softmax => Some(n_classes.max(3)),
                 _ => None,
             };
             if let Some(expected) = expected_link_rows {
@@ -191,23 +211,15 @@ fn check_linear(c: &Checker<'_>, path: &FieldPath, linear: &LinearSpec) -> Resul
                         path.key("link"),
                         SpecProblem::Link {
                             link: linear.link.name(),
-                            estimator: format!("{} classes", classes.len()),
+                            estimator: format!("{n_classes} classes"),
                         },
                     ));
                 }
             }
         }
-        (None, Task::Classification) => {
-            return Err(c.fail(path.key("classes"), SpecProblem::Missing("classes")));
-        }
-        (Some(_), Task::Regression) => {
-            return Err(c.fail(path.key("classes"), SpecProblem::Unexpected("classes")));
-        }
-        (None, Task::Regression) => {
-            // Several outputs would need a multi-output decoder; refuse
-            // rather than silently predict from the first row.
-            c.len(path.key("coefficients"), rows, 1)?;
-        }
+        // Several outputs would need a multi-output decoder; refuse
+        // rather than silently predict from the first row.
+        None => c.len(path.key("coefficients"), rows, 1)?,
     }
     for (r, row) in linear.coefficients.iter().enumerate() {
         let rpath = path.key("coefficients").index(r);
@@ -269,41 +281,21 @@ fn check_ensemble(c: &Checker<'_>, path: &FieldPath, e: &EnsembleSpec) -> Result
     for (k, b) in e.base_score.iter().enumerate() {
         c.finite(path.key("base_score").index(k), *b)?;
     }
-    match (&e.classes, e.task) {
-        (Some(classes), Task::Classification) => {
-            c.names(path.key("classes"), classes, "class name")?;
-            if classes.len() < 2 {
-                return Err(c.fail(
-                    path.key("classes"),
-                    SpecProblem::Length {
-                        expected: 2,
-                        found: classes.len(),
-                    },
-                ));
-            }
-            let expected = match e.link {
-                Link::Sigmoid if classes.len() == 2 => 1,
-                Link::Sigmoid => {
-                    return Err(c.fail(
-                        path.key("link"),
-                        SpecProblem::Link {
-                            link: e.link.name(),
-                            estimator: format!("{} classes", classes.len()),
-                        },
-                    ))
-                }
-                _ => classes.len(),
-            };
-            c.len(path.key("base_score"), n_outputs, expected)?;
+    let expected = match c.classes(path.key("classes"), e.classes.as_deref(), e.task)? {
+        Some(2) if e.link == Link::Sigmoid => 1,
+        Some(n_classes) if e.link == Link::Sigmoid => {
+            return Err(c.fail(
+                path.key("link"),
+                SpecProblem::Link {
+                    link: e.link.name(),
+                    estimator: format!("{n_classes} classes"),
+                },
+            ))
         }
-        (None, Task::Classification) => {
-            return Err(c.fail(path.key("classes"), SpecProblem::Missing("classes")));
-        }
-        (Some(_), Task::Regression) => {
-            return Err(c.fail(path.key("classes"), SpecProblem::Unexpected("classes")));
-        }
-        (None, Task::Regression) => c.len(path.key("base_score"), n_outputs, 1)?,
-    }
+        Some(n_classes) => n_classes,
+        None => 1,
+    };
+    c.len(path.key("base_score"), n_outputs, expected)?;
     if e.trees.is_empty() {
         return Err(c.fail(path.key("trees"), SpecProblem::Empty("trees")));
     }

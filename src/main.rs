@@ -40,6 +40,53 @@ impl PFailArgs {
     }
 }
 
+#[derive(clap::Args)]
+struct ImportOnnxArgs {
+    /// The ONNX file.
+    model: PathBuf,
+    /// Training CSV (feature columns in the input's flattened (C, H, W)
+    /// order, then `target`): calibration data, recorded as `data.train`.
+    #[arg(long)]
+    train: PathBuf,
+    /// Test CSV (with saved `score_*` and `prediction`) to record as `data.test`.
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Where to write the spec (YAML); standard output when absent.
+    #[arg(short, long)]
+    out: Option<PathBuf>,
+    /// Spec name (default: from the file name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Class names, comma-separated (default 0, 1, … for several outputs).
+    #[arg(long, value_delimiter = ',')]
+    classes: Option<Vec<String>>,
+    /// A regressor, even with a trailing sigmoid-free single output.
+    #[arg(long)]
+    regression: bool,
+    /// Bits per quantized input feature.
+    #[arg(long, default_value_t = 4)]
+    input_bits: u8,
+    /// Bits per weight (one scale per output neuron).
+    #[arg(long, default_value_t = 4)]
+    weight_bits: u8,
+    /// Bits of each activation's output.
+    #[arg(long, default_value_t = 4)]
+    activation_bits: u8,
+    /// Accumulator bits kept before each table: a number, `none`, or
+    /// `auto` (per layer, the fewest bits whose clear accuracy on the
+    /// training CSV stays within --rounding-budget of the unrounded
+    /// quantized model).
+    #[arg(long, default_value = "6")]
+    rounding: String,
+    /// `--rounding auto`: accuracy points (R² for regressors) the rounding may cost.
+    #[arg(long, default_value_t = 0.005)]
+    rounding_budget: f64,
+    /// Round accumulators exactly (one 1-bit PBS per bit removed) instead
+    /// of approximately (free).
+    #[arg(long)]
+    exact_rounding: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Evaluate a model on its bundled test data: float vs quantized vs FHE.
@@ -103,6 +150,9 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         classes: Option<Vec<String>>,
     },
+    /// Convert an ONNX network (PyTorch's `torch.onnx.export`) into a spec,
+    /// post-training quantized on the training CSV.
+    ImportOnnx(ImportOnnxArgs),
     /// Show the integer program, its bit-widths, PBS count and FHE parameters.
     Inspect {
         /// The spec file (YAML).
@@ -153,6 +203,7 @@ fn main() -> ExitCode {
             train,
             test,
         ),
+        Command::ImportOnnx(args) => import_onnx(args),
         Command::BenchPbs {
             from,
             to,
@@ -194,6 +245,115 @@ fn import_xgboost(
         });
     }
     spec.check(model)?;
+    write_spec(&spec, out)
+}
+
+fn import_onnx(a: ImportOnnxArgs) -> Result<(), cml::Error> {
+    use cml::import::{onnx_file, OnnxOptions};
+    use cml::models::nn;
+    use cml::spec::{DataSpec, RoundingMode};
+
+    let features = cml::data::Dataset::feature_columns(&a.train)?;
+    let mut quantization = cml::import::onnx::default_quantization();
+    quantization.input_bits = a.input_bits;
+    quantization.weight_bits = a.weight_bits;
+    quantization.activation_bits = Some(a.activation_bits);
+    quantization.rounding = if a.exact_rounding {
+        RoundingMode::Exact
+    } else {
+        RoundingMode::Approximate
+    };
+    let auto = match a.rounding.as_str() {
+        "auto" => true,
+        "none" => {
+            quantization.rounding_bits = None;
+            false
+        }
+        bits => {
+            quantization.rounding_bits = Some(bits.parse().map_err(|_| {
+                cml::DataError::Empty(format!(
+                    "--rounding `{bits}`: expected a number of bits, `none` or `auto`"
+                ))
+            })?);
+            false
+        }
+    };
+    let dir = a
+        .out
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let options = OnnxOptions {
+        name: a.name,
+        features,
+        classes: a.classes,
+        regression: a.regression,
+        quantization,
+        data: Some(DataSpec {
+            train: Some(relative_path(&dir, &a.train)),
+            test: a.test.as_deref().map(|t| relative_path(&dir, t)),
+        }),
+    };
+    let mut spec = onnx_file(&a.model, &options)?;
+    if auto {
+        let net = spec
+            .network()
+            .cloned()
+            .expect("the importer writes networks");
+        let data = cml::data::Dataset::from_csv(&a.train, spec.features())?;
+        let target = data.target.clone().ok_or_else(|| {
+            cml::DataError::Empty(
+                "--rounding auto needs a `target` column in the training CSV".into(),
+            )
+        })?;
+        let choice = nn::choose_rounding(
+            &net,
+            &spec.quantization,
+            data.features.view(),
+            &target,
+            a.rounding_budget,
+        )?;
+        eprintln!(
+            "rounding auto: unrounded quantized {:.4}, chosen {:.4} (budget {})",
+            choice.unrounded, choice.chosen, choice.budget
+        );
+        let cml::spec::ModelKind::Network(n) = &mut spec.model else {
+            unreachable!("checked above")
+        };
+        for (layer, bits) in n.layers.iter_mut().zip(&choice.bits) {
+            if let Some(b) = bits {
+                eprintln!("  layer {}: {b} bits", layer.name);
+            }
+            layer.rounding_bits = *bits;
+        }
+        spec.quantization.rounding_bits = None;
+    }
+    spec.check(&a.model)?;
+    write_spec(&spec, a.out.as_deref())
+}
+
+/// `to` relative to directory `from` (both taken from the current
+/// directory), so that a spec written into `from` finds its data.
+fn relative_path(from: &std::path::Path, to: &std::path::Path) -> PathBuf {
+    let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let (from, to) = (abs(from), abs(to));
+    let common = from
+        .components()
+        .zip(to.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut out = PathBuf::new();
+    for _ in from.components().skip(common) {
+        out.push("..");
+    }
+    for c in to.components().skip(common) {
+        out.push(c);
+    }
+    out
+}
+
+fn write_spec(spec: &cml::ModelSpec, out: Option<&std::path::Path>) -> Result<(), cml::Error> {
     let yaml = spec.to_yaml();
     match out {
         Some(path) => std::fs::write(path, yaml).map_err(|source| {

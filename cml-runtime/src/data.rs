@@ -47,6 +47,29 @@ impl Dataset {
             .collect()
     }
 
+    /// The feature columns of a CSV file: its header's names other than
+    /// `target`, `prediction` and `score_*`, in order.
+    pub fn feature_columns(path: &Path) -> Result<Vec<String>, DataError> {
+        let file = std::fs::File::open(path).map_err(|source| DataError::Io {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(file);
+        let headers = reader.headers().map_err(|e| DataError::Csv {
+            file: path.to_path_buf(),
+            line: 1,
+            message: e.to_string(),
+        })?;
+        Ok(headers
+            .iter()
+            .map(str::trim)
+            .filter(|h| *h != "target" && *h != "prediction" && !h.starts_with("score_"))
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// Reads a CSV file, taking the feature columns by name.
     pub fn from_csv(path: &Path, feature_names: &[String]) -> Result<Self, DataError> {
         let io = |source| DataError::Io {

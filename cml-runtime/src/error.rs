@@ -195,6 +195,9 @@ pub enum SpecProblem {
     /// Children that do not form a tree rooted at node 0.
     #[error("not a tree: {0}")]
     TreeShape(String),
+    /// A network layer that does not fit its inputs or its neighbours.
+    #[error("{0}")]
+    Layer(String),
 }
 
 /// Data (CSV files, input rows) that does not fit the model.
@@ -418,7 +421,40 @@ pub enum ImportError {
         /// What was wrong.
         message: String,
     },
+    /// An ONNX model that cannot be read or converted.
+    #[error("{}: {}{message}", file.display(), OnnxWhere(node.as_ref()))]
+    Onnx {
+        /// The file.
+        file: PathBuf,
+        /// The node at fault, if one is: its position in the graph, op type
+        /// and name.
+        node: Option<OnnxNode>,
+        /// What was wrong.
+        message: String,
+    },
     /// The imported model fails the spec checks.
     #[error(transparent)]
     Spec(#[from] SpecError),
+}
+
+/// Where in an ONNX graph an import error is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnnxNode {
+    /// Position of the node in the graph's node list (0-based).
+    pub index: usize,
+    /// Its op type.
+    pub op: String,
+    /// Its name (may be empty).
+    pub name: String,
+}
+
+struct OnnxWhere<'a>(Option<&'a OnnxNode>);
+
+impl std::fmt::Display for OnnxWhere<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "node #{} `{}` ({}): ", n.index, n.name, n.op),
+            None => Ok(()),
+        }
+    }
 }

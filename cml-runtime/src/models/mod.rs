@@ -28,6 +28,7 @@
 //! ```
 
 pub mod linear;
+pub mod nn;
 pub mod tree;
 
 use ndarray::ArrayView2;
@@ -276,6 +277,10 @@ impl CompiledModel {
                 let low = tree::lower(e, &spec.quantization, options.calibration, options.p_fail)?;
                 (low.program, low.encoder, low.decoder)
             }
+            ModelKind::Network(n) => {
+                let low = nn::lower(n, &spec.quantization, options.calibration)?;
+                (low.program, low.encoder, low.decoder)
+            }
         };
         Self::from_parts(spec.clone(), program, encoder, decoder, options.p_fail)
     }
@@ -315,6 +320,7 @@ impl CompiledModel {
         let scores = match &self.spec.model {
             ModelKind::Linear(l) => linear::float_scores(l, x),
             ModelKind::Ensemble(e) => e.float_scores(x),
+            ModelKind::Network(n) => n.float_scores(x),
         };
         Ok(self.decoder.predict(scores))
     }

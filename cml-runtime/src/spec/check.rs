@@ -3,6 +3,7 @@
 //! Each failure names the field path and, through the [`SourceMap`](super::SourceMap),
 //! the line and column of the offending node.
 
+use super::network::{self, LayerOp, NetworkSpec, INPUT};
 use super::{
     EnsembleSpec, FieldPath, Granularity, LinearSpec, Link, LoadedSpec, ModelKind, Node, Task,
     FORMAT_V1,
@@ -64,6 +65,32 @@ impl Checker<'_> {
 }
 
 impl Checker<'_> {
+    fn bits(&self, path: FieldPath, bits: u8) -> Result<(), SpecError> {
+        if BITS_RANGE.contains(&bits) {
+            Ok(())
+        } else {
+            Err(self.fail(
+                path,
+                SpecProblem::Bits {
+                    found: bits,
+                    min: *BITS_RANGE.start(),
+                    max: *BITS_RANGE.end(),
+                },
+            ))
+        }
+    }
+
+    fn all_finite(&self, path: FieldPath, values: &[f64]) -> Result<(), SpecError> {
+        match values.iter().position(|v| !v.is_finite()) {
+            Some(i) => Err(self.fail(path.index(i), SpecProblem::NotFinite(values[i]))),
+            None => Ok(()),
+        }
+    }
+
+    fn layer(&self, path: FieldPath, message: impl Into<String>) -> SpecError {
+        self.fail(path, SpecProblem::Layer(message.into()))
+    }
+
     /// Class names: required (at least 2, distinct) for classifiers,
     /// forbidden for regressors. Returns the class count of a classifier.
     fn classes(
@@ -128,7 +155,12 @@ pub(crate) fn check(loaded: &LoadedSpec) -> Result<(), SpecError> {
             }
             ensemble.features.len()
         }
+        ModelKind::Network(net) => {
+            check_network(&c, &root.key("model").key("network"), net)?;
+            net.features.len()
+        }
     };
+    let is_network = matches!(spec.model, ModelKind::Network(_));
 
     let q = &spec.quantization;
     let qpath = root.key("quantization");
@@ -147,6 +179,19 @@ pub(crate) fn check(loaded: &LoadedSpec) -> Result<(), SpecError> {
                 },
             ));
         }
+    }
+    for (field, bits) in [
+        ("activation_bits", q.activation_bits),
+        ("rounding_bits", q.rounding_bits),
+    ] {
+        let Some(bits) = bits else { continue };
+        if !is_network {
+            return Err(c.fail(
+                qpath.key(field),
+                SpecProblem::Unexpected("a network setting in a model without layers"),
+            ));
+        }
+        c.bits(qpath.key(field), bits)?;
     }
     if let Some(ranges) = &q.input_ranges {
         let rpath = qpath.key("input_ranges");
@@ -448,6 +493,275 @@ fn check_tree(
             npath.index(i),
             SpecProblem::TreeShape(format!("node {i} is not reachable from the root: {why}")),
         ));
+    }
+    Ok(())
+}
+
+fn check_network(c: &Checker<'_>, path: &FieldPath, net: &NetworkSpec) -> Result<(), SpecError> {
+    c.names(path.key("features"), &net.features, "feature name")?;
+    let ishape = path.key("input_shape");
+    if net.input_shape.is_empty()
+        || net.input_shape.len() > network::MAX_RANK
+        || net.input_shape.contains(&0)
+    {
+        return Err(c.layer(
+            ishape,
+            format!(
+                "input_shape {:?} must have 1 to {} non-zero dimensions",
+                net.input_shape,
+                network::MAX_RANK
+            ),
+        ));
+    }
+    c.len(
+        path.key("features"),
+        net.features.len(),
+        network::numel(&net.input_shape),
+    )?;
+    let lpath = path.key("layers");
+    if net.layers.is_empty() {
+        return Err(c.fail(lpath, SpecProblem::Empty("layers")));
+    }
+    if net.layers.len() > network::MAX_LAYERS {
+        return Err(c.layer(
+            lpath,
+            format!(
+                "{} layers, more than the {} accepted",
+                net.layers.len(),
+                network::MAX_LAYERS
+            ),
+        ));
+    }
+    for (i, layer) in net.layers.iter().enumerate() {
+        let p = lpath.index(i);
+        if layer.name.trim().is_empty() {
+            return Err(c.fail(p.key("name"), SpecProblem::Empty("layer name")));
+        }
+        if layer.name == INPUT || net.layers[..i].iter().any(|l| l.name == layer.name) {
+            return Err(c.fail(p.key("name"), SpecProblem::Duplicate(layer.name.clone())));
+        }
+        let fields = layer.op_fields();
+        let Some(op) = layer.op() else {
+            return Err(c.layer(
+                p,
+                if fields.is_empty() {
+                    "a layer needs one op: dense, conv2d, avg_pool2d, max_pool2d, pad, \
+                     activation, binary, reshape or transpose"
+                        .to_owned()
+                } else {
+                    format!("a layer holds one op, found {}", fields.join(", "))
+                },
+            ));
+        };
+        let weighted = matches!(op, LayerOp::Dense(_) | LayerOp::Conv2d(_));
+        let activated = matches!(op, LayerOp::Activation(_) | LayerOp::MaxPool2d(_));
+        for (field, bits, allowed) in [
+            ("weight_bits", layer.weight_bits, weighted),
+            ("activation_bits", layer.activation_bits, activated),
+            ("rounding_bits", layer.rounding_bits, activated),
+        ] {
+            let Some(bits) = bits else { continue };
+            if !allowed {
+                return Err(c.layer(
+                    p.key(field),
+                    format!("`{field}` does not apply to a {} layer", fields[0]),
+                ));
+            }
+            c.bits(p.key(field), bits)?;
+        }
+        match op {
+            LayerOp::Dense(d) => {
+                let dp = p.key("dense");
+                if d.weights.is_empty() {
+                    return Err(c.fail(dp.key("weights"), SpecProblem::Empty("weights")));
+                }
+                let n: usize = d.weights.iter().map(Vec::len).sum();
+                if n > network::MAX_LAYER_WEIGHTS {
+                    return Err(c.layer(
+                        dp.key("weights"),
+                        format!(
+                            "{n} weights, more than the {} accepted",
+                            network::MAX_LAYER_WEIGHTS
+                        ),
+                    ));
+                }
+                for (r, row) in d.weights.iter().enumerate() {
+                    c.all_finite(dp.key("weights").index(r), row)?;
+                }
+                c.len(dp.key("bias"), d.bias.len(), d.weights.len())?;
+                c.all_finite(dp.key("bias"), &d.bias)?;
+            }
+            LayerOp::Conv2d(conv) => {
+                let cp = p.key("conv2d");
+                if conv.out_channels == 0 {
+                    return Err(c.fail(cp.key("out_channels"), SpecProblem::Empty("out_channels")));
+                }
+                for (field, v) in [("kernel", conv.kernel), ("strides", conv.strides)] {
+                    if v.contains(&0) {
+                        return Err(
+                            c.layer(cp.key(field), format!("{field} {v:?} must be positive"))
+                        );
+                    }
+                }
+                if conv.weights.len() > network::MAX_LAYER_WEIGHTS {
+                    return Err(c.layer(
+                        cp.key("weights"),
+                        format!(
+                            "{} weights, more than the {} accepted",
+                            conv.weights.len(),
+                            network::MAX_LAYER_WEIGHTS
+                        ),
+                    ));
+                }
+                c.all_finite(cp.key("weights"), &conv.weights)?;
+                c.len(cp.key("bias"), conv.bias.len(), conv.out_channels)?;
+                c.all_finite(cp.key("bias"), &conv.bias)?;
+            }
+            LayerOp::AvgPool2d(pool) | LayerOp::MaxPool2d(pool) => {
+                let key = fields[0];
+                for (field, v) in [("kernel", pool.kernel), ("strides", pool.strides)] {
+                    if v.contains(&0) {
+                        return Err(c.layer(
+                            p.key(key).key(field),
+                            format!("{field} {v:?} must be positive"),
+                        ));
+                    }
+                }
+                if pool.count_include_pad && key == "max_pool2d" {
+                    return Err(c.fail(
+                        p.key(key).key("count_include_pad"),
+                        SpecProblem::Unexpected("count_include_pad (average pooling only)"),
+                    ));
+                }
+            }
+            LayerOp::Activation(chain) => {
+                let ap = p.key("activation");
+                if chain.is_empty() {
+                    return Err(c.fail(ap, SpecProblem::Empty("activation")));
+                }
+                for (k, f) in chain.iter().enumerate() {
+                    check_elementwise(c, ap.index(k), f)?;
+                }
+            }
+            LayerOp::Pad(_) | LayerOp::Binary(_) | LayerOp::Reshape(_) | LayerOp::Transpose(_) => {}
+        }
+        for (k, name) in net.layer_inputs(i).into_iter().enumerate() {
+            if let Err(m) = net.resolve(i, name) {
+                let ip = if layer.inputs.is_some() {
+                    p.key("inputs").index(k)
+                } else {
+                    p.clone()
+                };
+                return Err(c.layer(ip, m));
+            }
+        }
+    }
+    let shapes = net.shapes().map_err(|(i, m)| {
+        c.layer(
+            lpath.index(i),
+            format!("layer `{}`: {m}", net.layers[i].name),
+        )
+    })?;
+    let n_outputs = network::numel(shapes.last().map(Vec::as_slice).unwrap_or(&[]));
+    match c.classes(path.key("classes"), net.classes.as_deref(), net.task)? {
+        Some(n_classes) => {
+            let ok = match net.link {
+                Link::Sigmoid => n_classes == 2 && n_outputs == 1,
+                Link::Softmax | Link::Identity => n_outputs == n_classes,
+                Link::Exp => false,
+            };
+            if !ok {
+                return Err(c.layer(
+                    path.key("link"),
+                    format!(
+                        "link `{}` with {n_classes} classes does not fit the last layer's \
+                         {n_outputs} outputs (sigmoid: one output for two classes; softmax or \
+                         identity: one output per class)",
+                        net.link.name()
+                    ),
+                ));
+            }
+        }
+        None => {
+            if !matches!(net.link, Link::Identity) {
+                return Err(c.fail(
+                    path.key("link"),
+                    SpecProblem::Link {
+                        link: net.link.name(),
+                        estimator: "a regression network".into(),
+                    },
+                ));
+            }
+            if n_outputs != 1 {
+                return Err(c.layer(
+                    lpath.index(net.layers.len() - 1),
+                    format!("a regression network has one output, the last layer has {n_outputs}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_elementwise(
+    c: &Checker<'_>,
+    path: FieldPath,
+    f: &network::ElementwiseSpec,
+) -> Result<(), SpecError> {
+    let allowed = f.op.parameters();
+    for (name, set) in [
+        ("alpha", f.alpha.is_some()),
+        ("beta", f.beta.is_some()),
+        ("gamma", f.gamma.is_some()),
+        ("min", f.min.is_some()),
+        ("max", f.max.is_some()),
+        ("value", f.value.is_some()),
+        ("values", f.values.is_some()),
+    ] {
+        if set && !allowed.contains(&name) {
+            return Err(c.layer(
+                path.key(name),
+                format!("`{}` takes no `{name}`", f.op.name()),
+            ));
+        }
+    }
+    for (name, v) in [
+        ("alpha", f.alpha),
+        ("beta", f.beta),
+        ("gamma", f.gamma),
+        ("min", f.min),
+        ("max", f.max),
+        ("value", f.value),
+    ] {
+        if let Some(v) = v {
+            c.finite(path.key(name), v)?;
+        }
+    }
+    if let Some(values) = &f.values {
+        c.all_finite(path.key("values"), values)?;
+    }
+    if f.op.is_affine() && f.op != network::ElementwiseOp::Neg {
+        match (&f.value, &f.values) {
+            (Some(_), Some(_)) => {
+                return Err(c.layer(
+                    path,
+                    format!("`{}` takes `value` or `values`, not both", f.op.name()),
+                ))
+            }
+            (None, None) => return Err(c.fail(path, SpecProblem::Missing("value"))),
+            _ => {}
+        }
+        if f.op == network::ElementwiseOp::Div {
+            let zero = f.value == Some(0.0) || f.values.iter().flatten().any(|v| *v == 0.0);
+            if zero {
+                return Err(c.layer(path, "division by zero"));
+            }
+        }
+    }
+    if let (Some(lo), Some(hi)) = (f.min, f.max) {
+        if lo > hi {
+            return Err(c.fail(path, SpecProblem::Range { lo, hi }));
+        }
     }
     Ok(())
 }

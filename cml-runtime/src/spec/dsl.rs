@@ -50,7 +50,7 @@ mod grammar {
 use grammar::{DslParser, Rule};
 
 /// Model-kind sections written at the top of a DSL model.
-const MODEL_KINDS: &[&str] = &["linear", "ensemble"];
+const MODEL_KINDS: &[&str] = &["linear", "ensemble", "network"];
 
 /// The DSL grammar, for tools that want to show it.
 pub const GRAMMAR: &str = include_str!("dsl.pest");

@@ -27,12 +27,17 @@
 mod check;
 pub mod dsl;
 pub mod locate;
+pub mod network;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 pub use locate::{FieldPath, Location, SourceMap};
+pub use network::{
+    BinaryOp, Conv2dSpec, DenseSpec, ElementwiseOp, ElementwiseSpec, LayerOp, LayerSpec,
+    NetworkSpec, PoolSpec,
+};
 
 use crate::error::SpecError;
 
@@ -89,6 +94,8 @@ pub enum ModelKind {
     Linear(LinearSpec),
     /// Decision trees, random forests and gradient-boosted trees.
     Ensemble(EnsembleSpec),
+    /// Neural networks (MLPs, CNNs), see [`network`].
+    Network(NetworkSpec),
 }
 
 /// A tree ensemble: one decision tree, a random forest or gradient-boosted
@@ -483,6 +490,38 @@ pub struct QuantizationSpec {
     /// Calibration range `[min, max]` per feature. Absent: calibrate from data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_ranges: Option<Vec<[f64; 2]>>,
+    /// Networks: bits of each activation's output, the next layer's input
+    /// (default: `input_bits`). A layer's `activation_bits` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_bits: Option<u8>,
+    /// Networks: an activation's accumulator is rounded to its top
+    /// `rounding_bits` bits before its table (Concrete ML's
+    /// `rounding_threshold_bits`). Absent: no rounding (tables as wide as the
+    /// accumulators, at most 10 bits). A layer's `rounding_bits` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounding_bits: Option<u8>,
+    /// Networks: how accumulators are rounded.
+    #[serde(default, skip_serializing_if = "RoundingMode::is_default")]
+    pub rounding: RoundingMode,
+}
+
+/// How a network's accumulators are rounded before their tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoundingMode {
+    /// Free: the low bits stay as an offset of at most half a step, so a
+    /// value near a rounding boundary may land one step off (Concrete ML's
+    /// `APPROXIMATE`).
+    #[default]
+    Approximate,
+    /// Exact: one 1-bit bootstrap per bit removed (Concrete ML's `EXACT`).
+    Exact,
+}
+
+impl RoundingMode {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 fn default_bits() -> u8 {
@@ -502,6 +541,9 @@ impl Default for QuantizationSpec {
             input_granularity: Granularity::default(),
             weight_scheme: WeightScheme::default(),
             input_ranges: None,
+            activation_bits: None,
+            rounding_bits: None,
+            rounding: RoundingMode::default(),
         }
     }
 }
@@ -652,7 +694,7 @@ impl ModelSpec {
     pub fn linear(&self) -> Option<&LinearSpec> {
         match &self.model {
             ModelKind::Linear(l) => Some(l),
-            ModelKind::Ensemble(_) => None,
+            _ => None,
         }
     }
 
@@ -660,7 +702,15 @@ impl ModelSpec {
     pub fn ensemble(&self) -> Option<&EnsembleSpec> {
         match &self.model {
             ModelKind::Ensemble(e) => Some(e),
-            ModelKind::Linear(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The neural network, if this spec holds one.
+    pub fn network(&self) -> Option<&NetworkSpec> {
+        match &self.model {
+            ModelKind::Network(n) => Some(n),
+            _ => None,
         }
     }
 
@@ -669,6 +719,7 @@ impl ModelSpec {
         match &self.model {
             ModelKind::Linear(l) => &l.features,
             ModelKind::Ensemble(e) => &e.features,
+            ModelKind::Network(n) => &n.features,
         }
     }
 
@@ -682,6 +733,7 @@ impl ModelSpec {
         match &self.model {
             ModelKind::Linear(l) => l.task,
             ModelKind::Ensemble(e) => e.task,
+            ModelKind::Network(n) => n.task,
         }
     }
 
@@ -690,6 +742,7 @@ impl ModelSpec {
         match &self.model {
             ModelKind::Linear(l) => l.classes.as_deref(),
             ModelKind::Ensemble(e) => e.classes.as_deref(),
+            ModelKind::Network(n) => n.classes.as_deref(),
         }
     }
 

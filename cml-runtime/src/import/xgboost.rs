@@ -1,6 +1,4 @@
-//! Importers from other libraries' model files into a [`ModelSpec`].
-//!
-//! [`xgboost_json`] reads XGBoost's own JSON model format (what
+//! XGBoost: [`xgboost_json`] reads XGBoost's own JSON model format (what
 //! `model.save_model("model.json")` writes, `gbtree` booster, numerical
 //! splits): `binary:logistic` / `binary:logitraw` become a sigmoid
 //! classifier, `multi:softprob` / `multi:softmax` a softmax one (each tree
@@ -28,44 +26,16 @@
 //! assert_eq!(e.float_scores(&[0.0, 0.75]), vec![2.5]);
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 
+use super::{spec_name, ImportOptions};
 use crate::error::ImportError;
 use crate::spec::{
-    Aggregation, Comparison, DataSpec, EnsembleSpec, Link, ModelKind, ModelSpec, NodeSpec,
-    QuantizationSpec, Source, Task, TreeEstimator, TreeSpec, FORMAT_V1,
+    Aggregation, Comparison, EnsembleSpec, Link, ModelKind, ModelSpec, NodeSpec, QuantizationSpec,
+    Source, Task, TreeEstimator, TreeSpec, FORMAT_V1,
 };
-
-/// Options of the importers.
-#[derive(Debug, Clone)]
-pub struct ImportOptions {
-    /// Spec name; default: the file stem, lowercased, other characters as `_`.
-    pub name: Option<String>,
-    /// Bits per quantized feature (default 6).
-    pub input_bits: u8,
-    /// Calibration range per feature (for example the training split's
-    /// min/max); absent: calibrate when compiling.
-    pub input_ranges: Option<Vec<[f64; 2]>>,
-    /// Data files to record in the spec.
-    pub data: Option<DataSpec>,
-    /// Class names of a classifier (XGBoost files have none; default `0`,
-    /// `1`, …).
-    pub classes: Option<Vec<String>>,
-}
-
-impl Default for ImportOptions {
-    fn default() -> Self {
-        Self {
-            name: None,
-            input_bits: 6,
-            input_ranges: None,
-            data: None,
-            classes: None,
-        }
-    }
-}
 
 #[derive(Deserialize)]
 struct Root {
@@ -436,35 +406,4 @@ pub fn xgboost_json_file(
         source,
     })?;
     xgboost_json(&text, path, options)
-}
-
-fn spec_name(file: &Path) -> String {
-    let stem = file
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = stem.split('.').next().unwrap_or("model");
-    let name: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.is_empty() {
-        "model".into()
-    } else {
-        name
-    }
-}
-
-/// Paths a spec records for its data, relative to the spec's directory when
-/// possible.
-pub fn relative_to(spec_dir: &Path, file: &Path) -> PathBuf {
-    file.strip_prefix(spec_dir)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|_| file.to_path_buf())
 }

@@ -296,12 +296,12 @@ fn import_onnx(a: ImportOnnxArgs) -> Result<(), cml::Error> {
         }),
     };
     let mut spec = onnx_file(&a.model, &options)?;
+    let data = cml::data::Dataset::from_csv(&a.train, spec.features())?;
     if auto {
         let net = spec
             .network()
             .cloned()
             .expect("the importer writes networks");
-        let data = cml::data::Dataset::from_csv(&a.train, spec.features())?;
         let target = data.target.clone().ok_or_else(|| {
             cml::DataError::Empty(
                 "--rounding auto needs a `target` column in the training CSV".into(),
@@ -329,6 +329,11 @@ fn import_onnx(a: ImportOnnxArgs) -> Result<(), cml::Error> {
         }
         spec.quantization.rounding_bits = None;
     }
+    // Record the calibration, so that the spec compiles without its data.
+    let cml::spec::ModelKind::Network(net) = &mut spec.model else {
+        unreachable!("the importer writes networks")
+    };
+    nn::record_calibration(net, &mut spec.quantization, data.features.view())?;
     spec.check(&a.model)?;
     write_spec(&spec, a.out.as_deref())
 }

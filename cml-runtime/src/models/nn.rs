@@ -45,7 +45,8 @@ use crate::error::{DataError, Error, SpecError, SpecProblem};
 use crate::program::{round_shift, Interval, Op, Program, Table, ValueId, MAX_TABLE_BITS};
 use crate::quant::Quantizer;
 use crate::spec::network::{
-    self, conv_taps, numel, transpose_map, window_positions, ElementwiseSpec, LayerOp,
+    self, channel_of, conv_taps, n_channels, numel, transpose_map, window_positions, ElementwiseSpec,
+    LayerOp,
 };
 use crate::spec::{BinaryOp, FieldPath, Granularity, NetworkSpec, QuantizationSpec, RoundingMode};
 
@@ -222,29 +223,6 @@ struct Calibration {
     ranges: Vec<Vec<(f64, f64)>>,
 }
 
-/// The channel of flat index `i` in a tensor of `shape`: the first
-/// dimension for `(C, H, W)`-like shapes, the element itself for vectors;
-/// `None` per tensor.
-fn channel_of(shape: &[usize], i: usize, per_tensor: bool) -> usize {
-    if per_tensor {
-        0
-    } else if shape.len() <= 1 {
-        i
-    } else {
-        i / (numel(shape) / shape[0]).max(1)
-    }
-}
-
-fn n_channels(shape: &[usize], per_tensor: bool) -> usize {
-    if per_tensor {
-        1
-    } else if shape.len() <= 1 {
-        numel(shape)
-    } else {
-        shape[0]
-    }
-}
-
 fn calibrate(
     net: &NetworkSpec,
     shapes: &[Vec<usize>],
@@ -277,6 +255,56 @@ fn calibrate(
             .map(|l| l.into_iter().map(|r| r.unwrap_or((0.0, 0.0))).collect())
             .collect(),
     })
+}
+
+/// The ranges the spec records, when every activated layer has them.
+fn recorded_ranges(net: &NetworkSpec) -> Option<Vec<Vec<(f64, f64)>>> {
+    net.layers
+        .iter()
+        .map(|l| match (&l.ranges, l.op()) {
+            (Some(r), _) => Some(r.iter().map(|[lo, hi]| (*lo, *hi)).collect()),
+            (None, Some(LayerOp::Activation(_) | LayerOp::MaxPool2d(_))) => None,
+            (None, _) => Some(Vec::new()),
+        })
+        .collect()
+}
+
+/// Calibrates a network on data: the input ranges (per feature or per
+/// tensor) and each activated layer's output ranges, written into the spec
+/// so that it compiles without data (as `cml import-onnx` does).
+pub fn record_calibration(
+    net: &mut NetworkSpec,
+    q: &mut QuantizationSpec,
+    data: ArrayView2<'_, f64>,
+) -> Result<(), Error> {
+    let shapes = net.shapes().map_err(|(i, m)| layer_error(net, i, m))?;
+    if data.ncols() != net.features.len() || data.nrows() == 0 {
+        return Err(DataError::Shape {
+            expected: net.features.len(),
+            found: data.ncols(),
+        }
+        .into());
+    }
+    let per_tensor = q.input_granularity == Granularity::Tensor;
+    let input = super::linear::input_ranges(
+        &QuantizationSpec {
+            input_ranges: None,
+            ..q.clone()
+        },
+        net.features.len(),
+        Some(data),
+        |_, x| x,
+    )?;
+    let calibration = calibrate(net, &shapes, data, per_tensor)?;
+    for (layer, ranges) in net.layers.iter_mut().zip(calibration.ranges) {
+        let activated = matches!(
+            layer.op(),
+            Some(LayerOp::Activation(_) | LayerOp::MaxPool2d(_))
+        );
+        layer.ranges = activated.then(|| ranges.into_iter().map(|(lo, hi)| [lo, hi]).collect());
+    }
+    q.input_ranges = Some(input.into_iter().map(|(lo, hi)| [lo, hi]).collect());
+    Ok(())
 }
 
 struct Lowerer<'a> {
@@ -736,24 +764,29 @@ pub fn lower_with(
     options: &NetworkOptions,
 ) -> Result<NetworkLowering, Error> {
     let shapes = net.shapes().map_err(|(i, m)| layer_error(net, i, m))?;
-    let data = calibration.ok_or_else(|| {
-        DataError::Empty(
-            "a network needs calibration data (the train CSV) to set its activation ranges".into(),
-        )
-    })?;
     let n_features = net.features.len();
-    if data.ncols() != n_features {
-        return Err(DataError::Shape {
-            expected: n_features,
-            found: data.ncols(),
+    let recorded = recorded_ranges(net);
+    let data = match calibration {
+        Some(d) if d.ncols() != n_features => {
+            return Err(DataError::Shape {
+                expected: n_features,
+                found: d.ncols(),
+            }
+            .into())
         }
-        .into());
-    }
-    if data.nrows() == 0 {
-        return Err(DataError::Empty("calibration data has no rows".into()).into());
-    }
+        Some(d) if d.nrows() > 0 => Some(d),
+        _ if recorded.is_some() && q.input_ranges.is_some() => None,
+        _ => {
+            return Err(DataError::Empty(
+                "the network spec records no calibration ranges and no calibration data (the \
+                 train CSV) was given"
+                    .into(),
+            )
+            .into())
+        }
+    };
     let per_tensor = q.input_granularity == Granularity::Tensor;
-    let ranges = super::linear::input_ranges(q, n_features, Some(data), |_, x| x)?;
+    let ranges = super::linear::input_ranges(q, n_features, data, |_, x| x)?;
     let quantizers: Vec<Quantizer> = (0..n_features)
         .map(|j| {
             let (lo, hi) = ranges[if per_tensor { 0 } else { j }];
@@ -766,7 +799,11 @@ pub fn lower_with(
             b.rounding = *r;
         }
     }
-    let calibration = calibrate(net, &shapes, data, per_tensor)?;
+    let calibration = match (recorded, data) {
+        (Some(ranges), _) => Calibration { ranges },
+        (None, Some(data)) => calibrate(net, &shapes, data, per_tensor)?,
+        (None, None) => unreachable!("refused above"),
+    };
     let inputs: Vec<Interval> = quantizers
         .iter()
         .map(|qz| Interval::new(qz.q_min(), qz.q_max()))
@@ -887,7 +924,7 @@ pub fn clear_metric(
 /// What `--rounding auto` chose.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundingChoice {
-    /// Per layer: the accumulator bits kept (`None`: not an activation).
+    /// Per layer: the accumulator bits kept (`None`: a layer without tables).
     pub bits: Vec<Option<u8>>,
     /// Metric of the quantized model without rounding (tables as wide as
     /// needed, evaluated in clear).
@@ -898,9 +935,15 @@ pub struct RoundingChoice {
     pub budget: f64,
 }
 
-/// `--rounding auto`: per activation layer, in order, the fewest
-/// accumulator bits (from 8 down to 2) whose clear quantized metric on the
-/// calibration data stays within `budget` of the unrounded quantized model.
+/// `--rounding auto`: the fewest accumulator bits kept before the tables
+/// (from 2 up to 8) whose clear quantized metric on the calibration data
+/// stays within `budget` of the unrounded quantized model, written for every
+/// activated layer.
+///
+/// One bit count serves all layers: the program has one set of keys, so
+/// every bootstrap costs what the widest table costs. A layer kept narrower
+/// than the widest would save nothing (and in exact mode would cost one more
+/// bootstrap per bit removed), so the per-layer choice is the global one.
 pub fn choose_rounding(
     net: &NetworkSpec,
     q: &QuantizationSpec,
@@ -908,46 +951,41 @@ pub fn choose_rounding(
     y: &[f64],
     budget: f64,
 ) -> Result<RoundingChoice, Error> {
-    let activations: Vec<usize> = net
+    let activated: Vec<bool> = net
         .layers
         .iter()
-        .enumerate()
-        .filter(|(_, l)| {
-            matches!(l.op(), Some(LayerOp::Activation(c)) if !c.iter().all(|f| f.op.is_affine()))
-                || matches!(l.op(), Some(LayerOp::MaxPool2d(_)))
-        })
-        .map(|(i, _)| i)
+        .map(|l| matches!(l.op(), Some(LayerOp::Activation(_) | LayerOp::MaxPool2d(_))))
         .collect();
-    let eval = |bits: &[Option<u8>], wide: bool| -> Result<f64, Error> {
+    let eval = |keep: Option<u8>, wide: bool| -> Result<f64, Error> {
+        let bits: Vec<Option<u8>> = activated.iter().map(|&a| if a { keep } else { None }).collect();
         let options = NetworkOptions {
-            rounding: Some(bits.to_vec()),
+            rounding: Some(bits),
             allow_wide_tables: wide,
         };
         let low = lower_with(net, q, Some(data), &options)?;
         clear_metric(&low, data, y)
     };
-    let mut bits: Vec<Option<u8>> = vec![None; net.layers.len()];
-    let unrounded = eval(&bits, true)?;
-    let floor = unrounded - budget;
-    for &l in &activations {
-        bits[l] = Some(MAX_TABLE_BITS as u8);
-    }
-    for &l in &activations {
-        let mut best = bits[l];
-        for p in (2..MAX_TABLE_BITS as u8).rev() {
-            bits[l] = Some(p);
-            match eval(&bits, false) {
-                Ok(m) if m >= floor => best = Some(p),
-                _ => break,
+    let unrounded = eval(None, true)?;
+    let mut chosen = None;
+    for keep in 2..=8u8 {
+        match eval(Some(keep), false) {
+            Ok(m) if m >= unrounded - budget => {
+                chosen = Some((keep, m));
+                break;
             }
+            Ok(_) => {}
+            Err(e) => return Err(e),
         }
-        bits[l] = best;
     }
-    let chosen = eval(&bits, false)?;
+    let (keep, metric) = match chosen {
+        Some(c) => c,
+        None => (8, eval(Some(8), false)?),
+    };
+    let bits = activated.iter().map(|&a| a.then_some(keep)).collect();
     Ok(RoundingChoice {
         bits,
         unrounded,
-        chosen,
+        chosen: metric,
         budget,
     })
 }

@@ -156,7 +156,8 @@ pub(crate) fn check(loaded: &LoadedSpec) -> Result<(), SpecError> {
             ensemble.features.len()
         }
         ModelKind::Network(net) => {
-            check_network(&c, &root.key("model").key("network"), net)?;
+            let tensor = spec.quantization.input_granularity == Granularity::Tensor;
+            check_network(&c, &root.key("model").key("network"), net, tensor)?;
             net.features.len()
         }
     };
@@ -497,7 +498,12 @@ fn check_tree(
     Ok(())
 }
 
-fn check_network(c: &Checker<'_>, path: &FieldPath, net: &NetworkSpec) -> Result<(), SpecError> {
+fn check_network(
+    c: &Checker<'_>,
+    path: &FieldPath,
+    net: &NetworkSpec,
+    tensor_granularity: bool,
+) -> Result<(), SpecError> {
     c.names(path.key("features"), &net.features, "feature name")?;
     let ishape = path.key("input_shape");
     if net.input_shape.is_empty()
@@ -568,6 +574,21 @@ fn check_network(c: &Checker<'_>, path: &FieldPath, net: &NetworkSpec) -> Result
                 ));
             }
             c.bits(p.key(field), bits)?;
+        }
+        if let Some(ranges) = &layer.ranges {
+            if !activated {
+                return Err(c.layer(
+                    p.key("ranges"),
+                    format!("`ranges` does not apply to a {} layer", fields[0]),
+                ));
+            }
+            for (k, [lo, hi]) in ranges.iter().copied().enumerate() {
+                c.finite(p.key("ranges").index(k).index(0), lo)?;
+                c.finite(p.key("ranges").index(k).index(1), hi)?;
+                if lo > hi {
+                    return Err(c.fail(p.key("ranges").index(k), SpecProblem::Range { lo, hi }));
+                }
+            }
         }
         match op {
             LayerOp::Dense(d) => {
@@ -662,6 +683,12 @@ fn check_network(c: &Checker<'_>, path: &FieldPath, net: &NetworkSpec) -> Result
             format!("layer `{}`: {m}", net.layers[i].name),
         )
     })?;
+    for (i, layer) in net.layers.iter().enumerate() {
+        if let Some(ranges) = &layer.ranges {
+            let expected = network::n_channels(&shapes[i], tensor_granularity);
+            c.len(lpath.index(i).key("ranges"), ranges.len(), expected)?;
+        }
+    }
     let n_outputs = network::numel(shapes.last().map(Vec::as_slice).unwrap_or(&[]));
     match c.classes(path.key("classes"), net.classes.as_deref(), net.task)? {
         Some(n_classes) => {

@@ -100,6 +100,12 @@ pub struct LayerSpec {
     /// `quantization.rounding_bits`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rounding_bits: Option<u8>,
+    /// Calibration range `[min, max]` of an activation's (or max pooling's)
+    /// output, one per channel (one per element for vectors; one in all with
+    /// `input_granularity: tensor`). Absent: calibrated from data when the
+    /// model compiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranges: Option<Vec<[f64; 2]>>,
 }
 
 /// A fully connected layer: `y = W · flatten(x) + b`.
@@ -481,6 +487,30 @@ impl LayerSpec {
         } else {
             LayerOp::Transpose(self.transpose.as_deref().unwrap_or(&[]))
         })
+    }
+}
+
+/// The channel of flat index `i` in a tensor of `shape`: the first
+/// dimension for `(C, H, W)`-like shapes, the element itself for vectors,
+/// 0 when `per_tensor`.
+pub fn channel_of(shape: &[usize], i: usize, per_tensor: bool) -> usize {
+    if per_tensor {
+        0
+    } else if shape.len() <= 1 {
+        i
+    } else {
+        i / (numel(shape) / shape[0]).max(1)
+    }
+}
+
+/// Number of channels of a tensor of `shape` (see [`channel_of`]).
+pub fn n_channels(shape: &[usize], per_tensor: bool) -> usize {
+    if per_tensor {
+        1
+    } else if shape.len() <= 1 {
+        numel(shape)
+    } else {
+        shape[0]
     }
 }
 

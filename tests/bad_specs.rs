@@ -1,8 +1,11 @@
 //! Bad specs get errors that name the file, the line and column, and the
 //! field; no input makes the loader panic.
 
+mod common;
+
 use cml::spec::{FieldPath, Location, ModelSpec};
 use cml::SpecError;
+use common::{mutate_bytes, Rng};
 
 const GOOD: &str = r#"format: cml/v1
 name: tiny
@@ -250,36 +253,10 @@ fn locations_are_one_based() {
     assert_eq!(err.location(), Some(Location { line: 2, column: 7 }));
 }
 
-/// Deterministic xorshift for the mutation fuzzer.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Applies 1–4 random edits (deletions, inserted tokens, replaced bytes).
 fn mutate(rng: &mut Rng, source: &str, tokens: &[&str]) -> String {
-    let mut text = source.as_bytes().to_vec();
-    for _ in 0..1 + rng.below(4) {
-        let at = rng.below(text.len());
-        match rng.below(3) {
-            0 => {
-                text.remove(at);
-            }
-            1 => {
-                let t = tokens[rng.below(tokens.len())].as_bytes();
-                text.splice(at..at, t.iter().copied());
-            }
-            _ => text[at] = b" 0a:-[]{},.\n\"/"[rng.below(14)],
-        }
-    }
+    let tokens: Vec<&[u8]> = tokens.iter().map(|t| t.as_bytes()).collect();
+    let text = mutate_bytes(rng, source.as_bytes(), &tokens, b" 0a:-[]{},.\n\"/");
     String::from_utf8_lossy(&text).into_owned()
 }
 

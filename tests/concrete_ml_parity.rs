@@ -89,6 +89,7 @@ fn spec_of(case: &Value) -> ModelSpec {
                 iq["rmin"].as_f64().unwrap(),
                 iq["rmax"].as_f64().unwrap(),
             ]]),
+            ..QuantizationSpec::default()
         },
         data: None::<DataSpec>,
     };

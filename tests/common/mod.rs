@@ -72,3 +72,44 @@ pub fn poisson_interval(m: f64) -> (u32, u32) {
         k += 1;
     }
 }
+
+/// Deterministic xorshift for the mutation fuzzers.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Applies 1–4 random edits to `source`: deletions, inserted tokens, and
+/// bytes replaced by one of `alphabet`.
+pub fn mutate_bytes(rng: &mut Rng, source: &[u8], tokens: &[&[u8]], alphabet: &[u8]) -> Vec<u8> {
+    let mut text = source.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        if text.is_empty() {
+            break;
+        }
+        let at = rng.below(text.len());
+        match rng.below(3) {
+            0 => {
+                text.remove(at);
+            }
+            1 => {
+                let t = tokens[rng.below(tokens.len())];
+                text.splice(at..at, t.iter().copied());
+            }
+            _ => text[at] = alphabet[rng.below(alphabet.len())],
+        }
+    }
+    text
+}

@@ -45,8 +45,8 @@ use crate::error::{DataError, Error, SpecError, SpecProblem};
 use crate::program::{round_shift, Interval, Op, Program, Table, ValueId, MAX_TABLE_BITS};
 use crate::quant::Quantizer;
 use crate::spec::network::{
-    self, channel_of, conv_taps, n_channels, numel, transpose_map, window_positions, ElementwiseSpec,
-    LayerOp,
+    self, channel_of, conv_taps, n_channels, numel, transpose_map, window_positions,
+    ElementwiseSpec, LayerOp,
 };
 use crate::spec::{BinaryOp, FieldPath, Granularity, NetworkSpec, QuantizationSpec, RoundingMode};
 
@@ -957,7 +957,10 @@ pub fn choose_rounding(
         .map(|l| matches!(l.op(), Some(LayerOp::Activation(_) | LayerOp::MaxPool2d(_))))
         .collect();
     let eval = |keep: Option<u8>, wide: bool| -> Result<f64, Error> {
-        let bits: Vec<Option<u8>> = activated.iter().map(|&a| if a { keep } else { None }).collect();
+        let bits: Vec<Option<u8>> = activated
+            .iter()
+            .map(|&a| if a { keep } else { None })
+            .collect();
         let options = NetworkOptions {
             rounding: Some(bits),
             allow_wide_tables: wide,

@@ -529,13 +529,42 @@ fn bench_pbs(from: u32, to: u32, runs: usize, p_fail: PFail, json: bool) -> Resu
 
 fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
     let loaded = cml::ModelSpec::load(spec)?;
+    let network = loaded.spec.network();
+    let needs_data = loaded.spec.quantization.input_ranges.is_none()
+        || network.is_some_and(|n| n.layers.iter().any(|l| l.ranges.is_none()));
     let train = match loaded.train_path() {
-        Some(path) if loaded.spec.quantization.input_ranges.is_none() => {
+        Some(path) if needs_data => {
             Some(cml::data::Dataset::from_csv(&path, loaded.spec.features())?)
         }
         _ => None,
     };
     let model = report::compile(&loaded, train.as_ref(), p_fail)?;
+    if let Some(net) = network {
+        let low = cml::models::nn::lower(
+            net,
+            &loaded.spec.quantization,
+            train.as_ref().map(|t| t.features.view()),
+        )?;
+        println!("layers:");
+        for l in &low.layers {
+            let mut what = Vec::new();
+            if l.pbs > 0 {
+                what.push(format!(
+                    "{} PBS, tables {} bits in ({} with padding)",
+                    l.pbs,
+                    l.table_bits,
+                    l.table_bits + 1
+                ));
+            }
+            if l.rounded_bits > 0 {
+                what.push(format!("{} bits rounded off", l.rounded_bits));
+            }
+            if l.accumulator_bits > 0 {
+                what.push(format!("reads {}-bit accumulators", l.accumulator_bits));
+            }
+            println!("  {:<16} {:<10} {}", l.name, l.op, what.join(", "));
+        }
+    }
     let prog = &model.program;
     let a = &model.analysis;
     println!("model {} — {}", model.spec.name, spec.display());

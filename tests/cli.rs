@@ -126,3 +126,50 @@ fn bench_pbs_reports_parameters_and_correct_lookups() {
         assert!(b["evaluation_key_bytes"].as_u64().unwrap() > 1_000_000);
     }
 }
+
+/// `cml import-onnx` writes a spec whose data paths resolve from where it
+/// was written, and `cml inspect` lists the network's layers.
+#[test]
+fn import_onnx_then_inspect() {
+    let dir = std::env::temp_dir().join(format!("cml-import-onnx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("mlp.yaml");
+    let (ok, _, stderr) = cml(&[
+        "import-onnx",
+        "specs/digits_mlp.onnx",
+        "--train",
+        "specs/digits_mlp.train.csv",
+        "--test",
+        "specs/digits_mlp.test.csv",
+        "--rounding",
+        "5",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let loaded = cml::ModelSpec::load(&out).unwrap();
+    assert_eq!(loaded.spec.quantization.rounding_bits, Some(5));
+    assert!(loaded.train_path().unwrap().exists());
+    assert!(loaded.test_path().unwrap().exists());
+    let (ok, stdout, stderr) = cml(&["inspect", out.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("layers:"), "{stdout}");
+    assert!(
+        stdout.contains("32 PBS, tables 5 bits in"),
+        "per-layer PBS and table widths missing from:\n{stdout}"
+    );
+    let (ok, _, stderr) = cml(&[
+        "import-onnx",
+        "specs/digits_mlp.onnx",
+        "--train",
+        "specs/digits_mlp.train.csv",
+        "--classes",
+        "a,b",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("2 class names given, the network has 10 outputs"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

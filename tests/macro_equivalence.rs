@@ -193,3 +193,44 @@ fn tree_ensembles_match_the_runtime() {
         }
     );
 }
+
+fhe_model!(DigitsMlp = "specs/digits_mlp.yaml");
+
+/// A network spec compiles into the same program and parameters as the
+/// runtime's, predicts the same in clear on every test sample, and its
+/// generated encrypt → run → decrypt is the runtime's: the same ciphertext run
+/// by both servers decrypts to the same prediction (bootstrapping is
+/// deterministic; FHE against clear is `tests/network_models.rs`).
+#[test]
+fn networks_match_the_runtime() {
+    let spec = "specs/digits_mlp.yaml";
+    let (loaded, test, _) = report::load(std::path::Path::new(spec)).unwrap();
+    let runtime = CompiledModel::compile(&loaded.spec, &CompileOptions::default()).unwrap();
+    assert_eq!(DigitsMlp::program(), &runtime.program);
+    assert_eq!(DigitsMlp::params(), &runtime.params);
+    assert_eq!(DigitsMlp::N_INPUTS, 64);
+    let clear = runtime.predict(test.features.view(), Mode::Clear).unwrap();
+    for (i, row) in test.features.rows().into_iter().enumerate() {
+        let x: [f64; DigitsMlp::N_FEATURES] = DigitsMlp::row(row).unwrap();
+        let generated: digits_mlp::Prediction = DigitsMlp::predict(&x).unwrap();
+        assert_eq!(DigitsMlp::simulate(&x).unwrap(), generated);
+        same_class(
+            generated.class,
+            generated.class.index(),
+            &digits_mlp::Class::ALL,
+            &generated.scores,
+            &clear[i],
+        );
+    }
+    let (client, server) = DigitsMlp::keygen();
+    for row in test.features.rows().into_iter().take(2) {
+        let x: [f64; DigitsMlp::N_FEATURES] = DigitsMlp::row(row).unwrap();
+        let ct = DigitsMlp::encrypt(&client, &x).unwrap();
+        let generated = DigitsMlp::run(&server, &ct).unwrap();
+        let direct = server.run(&runtime.program, &ct).unwrap();
+        let want = runtime.decrypt(&client, &direct).unwrap();
+        let got = DigitsMlp::decrypt(&client, &generated).unwrap();
+        assert_eq!(got.scores.to_vec(), want.scores);
+        assert_eq!(Some(got.class.index()), want.class());
+    }
+}

@@ -163,7 +163,13 @@ impl Lowering<'_> {
                 Value::String(unescape(raw))
             }
             Rule::block => Value::Mapping(self.block(pair, path)?),
-            _ => Value::String(pair.as_str().to_owned()),
+            // Bare `true` / `false` are booleans (a string of that text is
+            // written quoted).
+            _ => match pair.as_str() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                word => Value::String(word.to_owned()),
+            },
         })
     }
 }
@@ -411,8 +417,7 @@ fn write_scalar(out: &mut String, value: &Value) {
             let bare = !s.is_empty()
                 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                && s != "inf"
-                && s != "nan";
+                && !matches!(s.as_str(), "inf" | "nan" | "true" | "false");
             if bare {
                 out.push_str(s);
             } else {

@@ -73,7 +73,7 @@ struct ImportOnnxArgs {
     #[arg(long, default_value_t = 4)]
     activation_bits: u8,
     /// Accumulator bits kept before each table: a number, `none`, or
-    /// `auto` (per layer, the fewest bits whose clear accuracy on the
+    /// `auto` (the fewest bits, for every layer, whose clear accuracy on the
     /// training CSV stays within --rounding-budget of the unrounded
     /// quantized model).
     #[arg(long, default_value = "6")]
@@ -531,7 +531,15 @@ fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
     let loaded = cml::ModelSpec::load(spec)?;
     let network = loaded.spec.network();
     let needs_data = loaded.spec.quantization.input_ranges.is_none()
-        || network.is_some_and(|n| n.layers.iter().any(|l| l.ranges.is_none()));
+        || network.is_some_and(|n| {
+            n.layers.iter().any(|l| {
+                l.ranges.is_none()
+                    && matches!(
+                        l.op(),
+                        Some(cml::spec::LayerOp::Activation(_) | cml::spec::LayerOp::MaxPool2d(_))
+                    )
+            })
+        });
     let train = match loaded.train_path() {
         Some(path) if needs_data => {
             Some(cml::data::Dataset::from_csv(&path, loaded.spec.features())?)

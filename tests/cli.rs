@@ -155,7 +155,7 @@ fn import_onnx_then_inspect() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("layers:"), "{stdout}");
     assert!(
-        stdout.contains("32 PBS, tables 5 bits in"),
+        stdout.contains("31 PBS, tables 5 bits in"),
         "per-layer PBS and table widths missing from:\n{stdout}"
     );
     let (ok, _, stderr) = cml(&[

@@ -577,3 +577,57 @@ fn mutated_onnx_files_never_panic() {
     println!("{imported} of 10000 mutants imported, {ran} ran");
     assert!(imported > 0 && ran > 0);
 }
+
+fn tiny_spec(layers: &str, input_shape: &str, features: &str) -> Result<ModelSpec, cml::SpecError> {
+    let yaml = format!(
+        "format: cml/v1\nname: t\nmodel:\n  network:\n    task: regression\n    link: identity\n    \
+         features: {features}\n    input_shape: {input_shape}\n    layers:\n{layers}\n\
+         quantization:\n  input_bits: 6\n  activation_bits: 6\n"
+    );
+    ModelSpec::from_yaml_str(&yaml, "t.yaml")
+}
+
+/// Window ops are bounded before any work is sized from them.
+#[test]
+fn absurd_windows_are_refused() {
+    let err = tiny_spec(
+        "    - name: p\n      max_pool2d: {kernel: [2147483648, 2147483648], strides: [8589934592, 8589934592]}\n    \
+         - name: r\n      reshape: [1]",
+        "[1, 1, 1]",
+        "[a]",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("kernel sides and strides 1 to 65536"), "{err}");
+}
+
+/// Max pooling after a negative scale (relu, then × −1) takes the real
+/// maximum, not the integer one.
+#[test]
+fn max_pool_after_a_negative_scale_is_a_max() {
+    let spec = tiny_spec(
+        "    - name: act\n      activation: [{op: relu}]\n    \
+         - name: neg\n      activation: [{op: mul, value: -1.0}]\n    \
+         - name: pool\n      max_pool2d: {kernel: [2, 2]}\n    \
+         - name: flat\n      reshape: [1]",
+        "[1, 2, 2]",
+        "[a, b, c, d]",
+    )
+    .unwrap();
+    let rows = cml::ndarray::array![
+        [0.0, 1.0, 2.0, 3.0],
+        [3.0, 2.0, 1.0, 0.5],
+        [1.0, 1.0, 1.0, 1.0],
+        [2.0, 0.0, 3.0, 1.0]
+    ];
+    let net = spec.network().unwrap();
+    let low = nn::lower(net, &spec.quantization, Some(rows.view())).unwrap();
+    for row in rows.rows() {
+        let x = row.to_vec();
+        let want = net.float_scores(&x)[0];
+        let q = low.encoder.encode(&x).unwrap();
+        let got = low.decoder.scores(&low.program.eval_clear(&q).unwrap())[0];
+        // −min(x): one quantization step of 3/63 at most, not the minimum.
+        assert!((got - want).abs() < 0.1, "{x:?}: {got} vs {want}");
+    }
+}

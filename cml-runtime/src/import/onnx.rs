@@ -35,6 +35,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use prost::Message;
 
@@ -269,8 +270,8 @@ impl Tensor {
 /// What a name of the graph holds.
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
-    /// Known in clear.
-    Const(Tensor),
+    /// Known in clear (shared: names that alias it do not copy it).
+    Const(Rc<Tensor>),
     /// Computed from the input: the layer that produces it (`None`: the
     /// input itself) and its shape without the batch dimension.
     Dyn {
@@ -316,7 +317,8 @@ impl<'a> Converter<'a> {
         }
         for t in &graph.initializer {
             let tensor = c.tensor(t)?;
-            c.values.insert(t.name.as_str(), Value::Const(tensor));
+            c.values
+                .insert(t.name.as_str(), Value::Const(Rc::new(tensor)));
         }
         let inputs: Vec<_> = graph
             .input
@@ -429,8 +431,10 @@ impl<'a> Converter<'a> {
         let mut dims = Vec::with_capacity(t.dims.len());
         let mut n: usize = 1;
         for &d in &t.dims {
-            if d < 0 {
-                return Err(self.err(format!("{what} has a negative dimension {d}")));
+            if d < 0 || d as u64 > MAX_CONSTANT_ELEMENTS as u64 {
+                return Err(self.err(format!(
+                    "{what} has a dimension of {d}, expected 0 to {MAX_CONSTANT_ELEMENTS}"
+                )));
             }
             n = n
                 .checked_mul(d as usize)
@@ -539,7 +543,7 @@ impl<'a> Converter<'a> {
         match node.input.get(k).filter(|n| !n.is_empty()) {
             None => Ok(None),
             Some(name) => match self.value(name)? {
-                Value::Const(t) => Ok(Some(t)),
+                Value::Const(t) => Ok(Some(Rc::unwrap_or_clone(t))),
                 Value::Dyn { .. } => Err(self.err(format!(
                     "input {k} (`{name}`) must be a constant, it depends on the network's input"
                 ))),
@@ -736,7 +740,7 @@ impl<'a> Converter<'a> {
         match op {
             "Constant" => {
                 let t = self.constant_node(node)?;
-                return self.alias(node, Value::Const(t));
+                return self.alias(node, Value::Const(Rc::new(t)));
             }
             "Identity" | "Dropout" => {
                 let v = self.input(node, 0)?;
@@ -754,13 +758,13 @@ impl<'a> Converter<'a> {
                 let start = clampi(self.attr_int(node, "start", 0));
                 let end = clampi(self.attr_int(node, "end", n));
                 let slice = shape[start..end.max(start)].to_vec();
-                return self.alias(node, Value::Const(Tensor::vector(slice)));
+                return self.alias(node, Value::Const(Rc::new(Tensor::vector(slice))));
             }
             _ => {}
         }
         if all_const {
             let t = self.fold(node)?;
-            return self.alias(node, Value::Const(t));
+            return self.alias(node, Value::Const(Rc::new(t)));
         }
         self.dynamic(node, index)
     }
@@ -836,10 +840,19 @@ impl<'a> Converter<'a> {
                 if t0.dims.is_empty() {
                     return Err(self.err("Gather on a scalar"));
                 }
-                let outer: usize = t0.dims[..axis].iter().product();
+                let outer = numel(&t0.dims[..axis]);
                 let n = t0.dims[axis];
-                let inner: usize = t0.dims[axis + 1..].iter().product();
-                let mut data = Vec::new();
+                let inner = numel(&t0.dims[axis + 1..]);
+                let total = outer
+                    .checked_mul(idx.data.len())
+                    .and_then(|x| x.checked_mul(inner))
+                    .filter(|&x| x <= MAX_CONSTANT_ELEMENTS)
+                    .ok_or_else(|| {
+                        self.err(format!(
+                            "the result has more than {MAX_CONSTANT_ELEMENTS} elements"
+                        ))
+                    })?;
+                let mut data = Vec::with_capacity(total);
                 for o in 0..outer {
                     for &k in &idx.data {
                         let k = k as i64;
@@ -858,8 +871,16 @@ impl<'a> Converter<'a> {
             }
             "Concat" => {
                 let mut parts = Vec::new();
+                let mut total = 0usize;
                 for k in 0..node.input.len() {
-                    parts.push(self.constant(node, k)?);
+                    let part = self.constant(node, k)?;
+                    total = total.saturating_add(part.data.len());
+                    if total > MAX_CONSTANT_ELEMENTS {
+                        return Err(self.err(format!(
+                            "the result has more than {MAX_CONSTANT_ELEMENTS} elements"
+                        )));
+                    }
+                    parts.push(part);
                 }
                 if parts.iter().any(|p| p.dims.len() > 1) {
                     return Err(self.err("Concat of constants is folded for vectors only"));
@@ -1568,7 +1589,7 @@ impl<'a> Converter<'a> {
             return Err(self.err("Conv with dilations other than 1 is not supported"));
         }
         let wt = match self.input(node, 1)? {
-            Value::Const(t) => t,
+            Value::Const(t) => Rc::unwrap_or_clone(t),
             Value::Dyn { .. } => return Err(self.err("Conv weights must be constant")),
         };
         let [oc, ic, kh, kw] = wt.dims[..] else {
@@ -1893,7 +1914,7 @@ fn resolve_reshape(dims: &[usize], target: &[i64]) -> Option<Vec<usize>> {
     }
     let known = numel(&out);
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return None;
         }
         out[i] = total / known;
@@ -1942,6 +1963,10 @@ fn postprocess(net: &mut NetworkSpec) {
 }
 
 fn simplify_once(net: &mut NetworkSpec) -> bool {
+    // A network whose shapes do not fit is left for the checks to report.
+    let Ok(shapes) = net.shapes() else {
+        return false;
+    };
     let layers = &net.layers;
     let index: HashMap<&str, usize> = layers
         .iter()
@@ -1991,14 +2016,15 @@ fn simplify_once(net: &mut NetworkSpec) -> bool {
             (Some(LayerOp::Activation(chain)), Some(LayerOp::Conv2d(c)))
                 if chain.iter().all(|f| f.op.is_affine()) =>
             {
-                let n = layers_numel(net, j);
-                let per = n / c.out_channels;
+                let n = numel(&shapes[j]);
+                let per = n / c.out_channels.max(1);
                 let coeffs: Vec<(f64, f64)> = (0..n).map(|k| compose_affine(chain, k)).collect();
-                let uniform = (0..c.out_channels).all(|o| {
-                    coeffs[o * per..(o + 1) * per]
-                        .iter()
-                        .all(|x| *x == coeffs[o * per])
-                });
+                let uniform = per > 0
+                    && (0..c.out_channels).all(|o| {
+                        coeffs[o * per..(o + 1) * per]
+                            .iter()
+                            .all(|x| *x == coeffs[o * per])
+                    });
                 uniform.then(|| {
                     let mut c = c.clone();
                     let k = c.weights.len() / c.out_channels;
@@ -2017,8 +2043,8 @@ fn simplify_once(net: &mut NetworkSpec) -> bool {
             }
             (Some(LayerOp::Conv2d(c)), Some(LayerOp::Pad(p))) => {
                 let mut c = c.clone();
-                for k in 0..4 {
-                    c.pads[k] += p[k];
+                for (pad, extra) in c.pads.iter_mut().zip(p) {
+                    *pad = pad.saturating_add(*extra);
                 }
                 Some(LayerSpec {
                     conv2d: Some(c),
@@ -2037,10 +2063,6 @@ fn simplify_once(net: &mut NetworkSpec) -> bool {
         }
     }
     false
-}
-
-fn layers_numel(net: &NetworkSpec, j: usize) -> usize {
-    net.shapes().ok().map(|s| numel(&s[j])).unwrap_or(0)
 }
 
 fn compose_affine(chain: &[ElementwiseSpec], k: usize) -> (f64, f64) {

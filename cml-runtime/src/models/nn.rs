@@ -50,6 +50,16 @@ use crate::spec::network::{
 };
 use crate::spec::{BinaryOp, FieldPath, Granularity, NetworkSpec, QuantizationSpec, RoundingMode};
 
+/// Largest integer weight of a leveled sum.
+const MAX_WEIGHT: f64 = (1u64 << 40) as f64;
+
+/// Largest table input of clear-only evaluation (`--rounding auto`'s
+/// unrounded reference).
+const MAX_CLEAR_TABLE_BITS: u32 = 20;
+
+/// Largest number of table entries of one program.
+const MAX_TABLE_ENTRIES: u64 = 1 << 28;
+
 /// Relative error allowed on the integer ratio of two scales in an exact sum.
 const RATIO_TOLERANCE: f64 = 1.0 / 256.0;
 
@@ -136,6 +146,8 @@ struct Builder {
     ranges: Vec<Interval>,
     parent: Vec<usize>,
     cluster_bits: Vec<u32>,
+    /// Table entries so far.
+    entries: u64,
 }
 
 impl Builder {
@@ -145,6 +157,7 @@ impl Builder {
             cluster_bits: inputs.iter().map(Interval::bits).collect(),
             ranges: inputs.clone(),
             parent: (0..n).collect(),
+            entries: 0,
             program: Program::new(inputs),
         }
     }
@@ -203,12 +216,32 @@ impl Builder {
         self.push(Op::Round { input, bits, exact }, range)
     }
 
-    fn lut(&mut self, name: String, input: ValueId, f: impl Fn(i64) -> i64) -> ValueId {
+    fn lut(
+        &mut self,
+        name: String,
+        input: ValueId,
+        max_bits: u32,
+        f: impl Fn(i64) -> i64,
+    ) -> Result<ValueId, Error> {
         let r = self.ranges[input];
+        if r.bits() > max_bits {
+            return Err(DataError::Empty(format!(
+                "table `{name}` would read a {}-bit value, more than the {max_bits} bits accepted",
+                r.bits()
+            ))
+            .into());
+        }
+        self.entries += r.span() as u64;
+        if self.entries > MAX_TABLE_ENTRIES {
+            return Err(DataError::Empty(format!(
+                "the program's tables would hold more than {MAX_TABLE_ENTRIES} entries"
+            ))
+            .into());
+        }
         let table = Table::from_fn(name, r.lo..=r.hi, f);
         let out = table.output_range();
         let t = self.program.add_table(table);
-        self.push(Op::Lut { input, table: t }, out)
+        Ok(self.push(Op::Lut { input, table: t }, out))
     }
 
     fn cluster_width(&mut self, v: ValueId) -> u32 {
@@ -354,10 +387,19 @@ impl Lowerer<'_> {
 
     /// `constant + Σ e·v` with integer weights `round(e / step)`.
     fn emit(&mut self, vars: &[(ValueId, f64)], constant: f64, step: f64) -> Result<Elem, Error> {
-        let mut merged: HashMap<ValueId, i64> = HashMap::new();
+        let mut merged: HashMap<ValueId, f64> = HashMap::new();
         for &(id, e) in vars {
-            *merged.entry(id).or_insert(0) += (e / step).round_ties_even() as i64;
+            *merged.entry(id).or_insert(0.0) += (e / step).round_ties_even();
         }
+        if !step.is_finite() || merged.values().any(|w| w.is_nan() || w.abs() > MAX_WEIGHT) {
+            return Err(DataError::Empty(format!(
+                "an integer weight would exceed 2^40 (step {step:e}): the layer's weights span too \
+                 many orders of magnitude"
+            ))
+            .into());
+        }
+        let merged: HashMap<ValueId, i64> =
+            merged.into_iter().map(|(k, w)| (k, w as i64)).collect();
         let mut int_terms: Vec<(ValueId, i64)> =
             merged.into_iter().filter(|(_, w)| *w != 0).collect();
         int_terms.sort_unstable();
@@ -453,49 +495,75 @@ impl Lowerer<'_> {
             let Elem::Const(c) = e else { unreachable!() };
             return Ok(Elem::Const(f(c)));
         };
-        let mut input = id;
-        let mut scale = scale;
+        let acc = self.b.ranges[id];
+        let acc_bits = acc.bits();
         let stats = &mut self.stats[layer];
-        let acc_bits = self.b.ranges[id].bits();
         stats.accumulator_bits = stats.accumulator_bits.max(acc_bits);
-        if let Some(keep) = self.bits[layer].rounding {
-            let width = self.b.cluster_width(id);
-            let r = width.saturating_sub(u32::from(keep));
-            if r > 0 && acc_bits > u32::from(keep) {
-                input = self.b.round(id, r, self.exact_rounding);
-                scale *= (1u64 << r) as f64;
-                let stats = &mut self.stats[layer];
-                stats.rounded_bits = stats.rounded_bits.max(r);
-                if self.exact_rounding {
-                    stats.pbs += r as usize;
-                }
+        // Bits rounded off: counted from the layer's ciphertext width.
+        let r = match self.bits[layer].rounding {
+            Some(keep) if acc_bits > u32::from(keep) => {
+                self.b.cluster_width(id).saturating_sub(u32::from(keep))
             }
-        }
-        let in_bits = self.b.ranges[input].bits();
-        if in_bits > MAX_TABLE_BITS && !self.allow_wide {
+            _ => 0,
+        };
+        let range = if r > 0 {
+            Interval::new(round_shift(acc.lo, r), round_shift(acc.hi, r))
+        } else {
+            acc
+        };
+        let in_bits = range.bits();
+        if in_bits > self.max_table_bits() {
             return Err(layer_error(
                 self.net,
                 layer,
                 format!(
-                    "a table would read a {in_bits}-bit accumulator, more than the {MAX_TABLE_BITS} \
+                    "a table would read a {in_bits}-bit accumulator, more than the {} \
                      bits a bootstrap takes: set quantization.rounding_bits (or this layer's \
-                     rounding_bits) to at most {MAX_TABLE_BITS}, or use fewer weight/activation bits"
+                     rounding_bits) to at most {MAX_TABLE_BITS}, or use fewer weight/activation bits",
+                    self.max_table_bits()
                 ),
             ));
         }
+        let scale = scale * (1u64 << r) as f64;
+        let q = *q;
+        let value = move |u: i64| q.quantize(f(scale * u as f64 + bias));
+        // A table constant over its input's whole range (a neuron the
+        // activation never lets through) is that constant: no bootstrap.
+        let first = value(range.lo);
+        if (range.lo..=range.hi).all(|u| value(u) == first) {
+            return Ok(Elem::Const(q.dequantize(first)));
+        }
+        let input = if r > 0 {
+            let stats = &mut self.stats[layer];
+            stats.rounded_bits = stats.rounded_bits.max(r);
+            if self.exact_rounding {
+                stats.pbs += r as usize;
+            }
+            self.b.round(id, r, self.exact_rounding)
+        } else {
+            id
+        };
         let stats = &mut self.stats[layer];
         stats.table_bits = stats.table_bits.max(in_bits);
         stats.pbs += 1;
         let name = format!("{}[{}]", self.net.layers[layer].name, input);
-        let q = *q;
-        let out = self
-            .b
-            .lut(name, input, |u| q.quantize(f(scale * u as f64 + bias)));
+        let max_bits = self.max_table_bits();
+        let out = self.b.lut(name, input, max_bits, value)?;
         Ok(Elem::Var {
             id: out,
             scale: q.scale,
             bias: -q.scale * q.zero_point as f64,
         })
+    }
+
+    /// The widest table input accepted: what a bootstrap takes, or more for
+    /// clear-only evaluation.
+    fn max_table_bits(&self) -> u32 {
+        if self.allow_wide {
+            MAX_CLEAR_TABLE_BITS
+        } else {
+            MAX_TABLE_BITS
+        }
     }
 
     fn quantizer(&self, layer: usize, channel: usize) -> Quantizer {
@@ -643,7 +711,12 @@ impl Lowerer<'_> {
                         bias: b0,
                         ..
                     },
-                ) => scale == s0 && bias == b0 && self.b.ranges[*id].bits() <= act_bits + 1,
+                ) => {
+                    *scale > 0.0
+                        && scale == s0
+                        && bias == b0
+                        && self.b.ranges[*id].bits() <= act_bits + 1
+                }
                 _ => false,
             });
             if shared {
@@ -652,15 +725,15 @@ impl Lowerer<'_> {
             // The max of requantized values is the requantized max (Q is
             // monotonic), so calibrate on this layer's own output range.
             let q = self.quantizer(l, if self.per_tensor { 0 } else { ch });
-            for i in ch * per_channel..(ch + 1) * per_channel {
-                x[i] = match x[i] {
+            for e in &mut x[ch * per_channel..(ch + 1) * per_channel] {
+                *e = match self.table(l, *e, &|v| v, &q)? {
+                    // A constant joins the max as a value of its own.
                     Elem::Const(c) => Elem::Var {
-                        // A constant joins the max as its own table output.
                         id: self.constant_value(l, c, &q)?,
                         scale: q.scale,
                         bias: -q.scale * q.zero_point as f64,
                     },
-                    v => self.table(l, v, &|v| v, &q)?,
+                    var => var,
                 };
             }
         }
@@ -689,7 +762,7 @@ impl Lowerer<'_> {
                         let d = self.b.linear(vec![(b, 1), (a, -1)], 0)?;
                         self.note_table(l, d);
                         let name = format!("{}.relu[{d}]", self.net.layers[l].name);
-                        let t = self.b.lut(name, d, |v| v.max(0));
+                        let t = self.b.lut(name, d, self.max_table_bits(), |v| v.max(0))?;
                         next.push(self.b.linear(vec![(a, 1), (t, 1)], 0)?);
                     } else {
                         next.push(pair[0]);
@@ -701,7 +774,9 @@ impl Lowerer<'_> {
             let m = level[0];
             self.note_table(l, m);
             let name = format!("{}.max[{m}]", self.net.layers[l].name);
-            let id = self.b.lut(name, m, move |v| v.clamp(lo, hi));
+            let id = self
+                .b
+                .lut(name, m, self.max_table_bits(), move |v| v.clamp(lo, hi))?;
             out.push(Elem::Var { id, scale, bias });
         }
         Ok(out)
@@ -720,7 +795,7 @@ impl Lowerer<'_> {
         let v = q.quantize(c);
         self.note_table(l, 0);
         let name = format!("{}.const", self.net.layers[l].name);
-        Ok(self.b.lut(name, 0, move |_| v))
+        self.b.lut(name, 0, self.max_table_bits(), move |_| v)
     }
 }
 

@@ -6,7 +6,7 @@
 use super::network::{self, LayerOp, NetworkSpec, INPUT};
 use super::{
     EnsembleSpec, FieldPath, Granularity, LinearSpec, Link, LoadedSpec, ModelKind, Node, Task,
-    FORMAT_V1,
+    WeightScheme, FORMAT_V1,
 };
 use crate::error::{SpecError, SpecProblem};
 
@@ -156,6 +156,14 @@ pub(crate) fn check(loaded: &LoadedSpec) -> Result<(), SpecError> {
             ensemble.features.len()
         }
         ModelKind::Network(net) => {
+            if spec.quantization.weight_scheme != WeightScheme::Symmetric {
+                return Err(c.fail(
+                    root.key("quantization").key("weight_scheme"),
+                    SpecProblem::Unexpected(
+                        "weight_scheme: asymmetric (networks quantize weights symmetrically, per neuron)",
+                    ),
+                ));
+            }
             let tensor = spec.quantization.input_granularity == Granularity::Tensor;
             check_network(&c, &root.key("model").key("network"), net, tensor)?;
             net.features.len()

@@ -28,6 +28,12 @@ pub const MAX_LAYERS: usize = 4096;
 /// Largest number of dimensions of a tensor (batch excluded).
 pub const MAX_RANK: usize = 4;
 
+/// Largest kernel side, stride or padding of a window op.
+pub const MAX_WINDOW: usize = 1 << 16;
+/// Largest work of one window layer: output elements × window size (× input
+/// channels for a convolution).
+pub const MAX_WINDOW_WORK: usize = 1 << 28;
+
 /// The name of the network's input tensor in `inputs` lists.
 pub const INPUT: &str = "input";
 
@@ -520,6 +526,23 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().fold(1usize, |a, &d| a.saturating_mul(d))
 }
 
+/// Kernel sides and strides in `1..=MAX_WINDOW`, pads at most `MAX_WINDOW`.
+fn check_window(kernel: [usize; 2], strides: [usize; 2], pads: [usize; 4]) -> Result<(), String> {
+    let ok = kernel
+        .iter()
+        .chain(&strides)
+        .all(|&k| (1..=MAX_WINDOW).contains(&k))
+        && pads.iter().all(|&p| p <= MAX_WINDOW);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "kernel {kernel:?}, strides {strides:?} and pads {pads:?}: kernel sides and strides \
+             1 to {MAX_WINDOW}, pads at most {MAX_WINDOW}"
+        ))
+    }
+}
+
 /// Output size of a window sliding over `size` positions.
 pub fn window_out(size: usize, pad: usize, kernel: usize, stride: usize) -> Option<usize> {
     let padded = size.checked_add(pad)?;
@@ -721,10 +744,19 @@ impl NetworkSpec {
                             c.weights.len(), c.out_channels, c.kernel[0], c.kernel[1]
                         )));
                     }
+                    check_window(c.kernel, c.strides, c.pads).map_err(err)?;
                     let oh = window_out(h, c.pads[0] + c.pads[2], c.kernel[0], c.strides[0]);
                     let ow = window_out(w, c.pads[1] + c.pads[3], c.kernel[1], c.strides[1]);
                     match (oh, ow) {
-                        (Some(oh), Some(ow)) => vec![c.out_channels, oh, ow],
+                        (Some(oh), Some(ow)) => {
+                            let work = numel(&[c.out_channels, oh, ow, c_in, c.kernel[0], c.kernel[1]]);
+                            if work > MAX_WINDOW_WORK {
+                                return Err(err(format!(
+                                    "{work} multiply-adds, more than the {MAX_WINDOW_WORK} accepted"
+                                )));
+                            }
+                            vec![c.out_channels, oh, ow]
+                        }
                         _ => {
                             return Err(err(format!(
                                 "kernel {:?} with strides {:?} and pads {:?} does not fit a {h}×{w} input",
@@ -735,6 +767,7 @@ impl NetworkSpec {
                 }
                 LayerOp::AvgPool2d(p) | LayerOp::MaxPool2d(p) => {
                     let (c, h, w) = spatial("pooling")?;
+                    check_window(p.kernel, p.strides, p.pads).map_err(err)?;
                     if p.pads[0] >= p.kernel[0].max(1)
                         || p.pads[1] >= p.kernel[1].max(1)
                         || p.pads[2] >= p.kernel[0].max(1)
@@ -748,7 +781,15 @@ impl NetworkSpec {
                     let oh = window_out(h, p.pads[0] + p.pads[2], p.kernel[0], p.strides[0]);
                     let ow = window_out(w, p.pads[1] + p.pads[3], p.kernel[1], p.strides[1]);
                     match (oh, ow) {
-                        (Some(oh), Some(ow)) => vec![c, oh, ow],
+                        (Some(oh), Some(ow)) => {
+                            let work = numel(&[c, oh, ow, p.kernel[0], p.kernel[1]]);
+                            if work > MAX_WINDOW_WORK {
+                                return Err(err(format!(
+                                    "{work} window reads, more than the {MAX_WINDOW_WORK} accepted"
+                                )));
+                            }
+                            vec![c, oh, ow]
+                        }
                         _ => {
                             return Err(err(format!(
                                 "kernel {:?} with strides {:?} does not fit a {h}×{w} input",
@@ -759,6 +800,9 @@ impl NetworkSpec {
                 }
                 LayerOp::Pad(p) => {
                     let (c, h, w) = spatial("pad")?;
+                    if p.iter().any(|&x| x > MAX_WINDOW) {
+                        return Err(err(format!("pads {p:?}: at most {MAX_WINDOW} each")));
+                    }
                     vec![
                         c,
                         h.saturating_add(p[0]).saturating_add(p[2]),

@@ -47,16 +47,7 @@ pub(crate) fn spec_name(file: &Path) -> String {
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
     let stem = stem.split('.').next().unwrap_or("model");
-    let name: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let name = snake_name(stem);
     if name.is_empty() {
         "model".into()
     } else {
@@ -70,4 +61,17 @@ pub fn relative_to(spec_dir: &Path, file: &Path) -> PathBuf {
     file.strip_prefix(spec_dir)
         .map(Path::to_path_buf)
         .unwrap_or_else(|_| file.to_path_buf())
+}
+
+/// Lowercase ASCII letters and digits of `text`, every other character as `_`.
+pub(crate) fn snake_name(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

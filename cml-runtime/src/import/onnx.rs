@@ -43,7 +43,7 @@ use super::onnx_proto::{
     tensor_proto, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto,
     NodeProto, TensorProto,
 };
-use super::spec_name;
+use super::{snake_name, spec_name};
 use crate::error::{ImportError, OnnxNode};
 use crate::spec::network::{self, numel, ElementwiseOp, ElementwiseSpec, LayerOp, INPUT};
 use crate::spec::{
@@ -578,19 +578,7 @@ impl<'a> Converter<'a> {
     }
 
     fn layer_name(&mut self, node: &NodeProto, index: usize) -> String {
-        let base: String = node
-            .name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect::<String>()
-            .trim_matches('_')
-            .to_owned();
+        let base = snake_name(&node.name).trim_matches('_').to_owned();
         let base = if base.is_empty() || base == INPUT {
             format!("{}_{index}", node.op_type.to_ascii_lowercase())
         } else {

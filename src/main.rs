@@ -297,31 +297,30 @@ fn import_onnx(a: ImportOnnxArgs) -> Result<(), cml::Error> {
     };
     let mut spec = onnx_file(&a.model, &options)?;
     let data = cml::data::Dataset::from_csv(&a.train, spec.features())?;
+    let cml::spec::ModelKind::Network(net) = &mut spec.model else {
+        unreachable!("the importer writes networks")
+    };
+    // Record the calibration, so that the spec compiles without its data
+    // (and `--rounding auto` does not calibrate again for every candidate).
+    nn::record_calibration(net, &mut spec.quantization, data.features.view())?;
     if auto {
-        let net = spec
-            .network()
-            .cloned()
-            .expect("the importer writes networks");
-        let target = data.target.clone().ok_or_else(|| {
+        let target = data.target.as_deref().ok_or_else(|| {
             cml::DataError::Empty(
                 "--rounding auto needs a `target` column in the training CSV".into(),
             )
         })?;
         let choice = nn::choose_rounding(
-            &net,
+            net,
             &spec.quantization,
             data.features.view(),
-            &target,
+            target,
             a.rounding_budget,
         )?;
         eprintln!(
             "rounding auto: unrounded quantized {:.4}, chosen {:.4} (budget {})",
             choice.unrounded, choice.chosen, choice.budget
         );
-        let cml::spec::ModelKind::Network(n) = &mut spec.model else {
-            unreachable!("checked above")
-        };
-        for (layer, bits) in n.layers.iter_mut().zip(&choice.bits) {
+        for (layer, bits) in net.layers.iter_mut().zip(&choice.bits) {
             if let Some(b) = bits {
                 eprintln!("  layer {}: {b} bits", layer.name);
             }
@@ -329,11 +328,6 @@ fn import_onnx(a: ImportOnnxArgs) -> Result<(), cml::Error> {
         }
         spec.quantization.rounding_bits = None;
     }
-    // Record the calibration, so that the spec compiles without its data.
-    let cml::spec::ModelKind::Network(net) = &mut spec.model else {
-        unreachable!("the importer writes networks")
-    };
-    nn::record_calibration(net, &mut spec.quantization, data.features.view())?;
     spec.check(&a.model)?;
     write_spec(&spec, a.out.as_deref())
 }

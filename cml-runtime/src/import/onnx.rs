@@ -34,7 +34,7 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 
 use prost::Message;
@@ -45,7 +45,9 @@ use super::onnx_proto::{
 };
 use super::{snake_name, spec_name};
 use crate::error::{ImportError, OnnxNode};
-use crate::spec::network::{self, numel, ElementwiseOp, ElementwiseSpec, LayerOp, INPUT};
+use crate::spec::network::{
+    self, compose_affine, numel, ElementwiseOp, ElementwiseSpec, LayerOp, INPUT,
+};
 use crate::spec::{
     BinaryOp, Conv2dSpec, DataSpec, DenseSpec, LayerSpec, Link, ModelKind, ModelSpec, NetworkSpec,
     PoolSpec, QuantizationSpec, Source, Task, FORMAT_V1,
@@ -1987,27 +1989,31 @@ fn simplify_once(net: &mut NetworkSpec) -> bool {
                 activation: Some(a.iter().chain(b).cloned().collect()),
                 ..LayerSpec::default()
             }),
-            (Some(LayerOp::Activation(chain)), Some(LayerOp::Dense(d)))
-                if chain.iter().all(|f| f.op.is_affine()) =>
-            {
-                let mut d = d.clone();
-                for (k, (row, b)) in d.weights.iter_mut().zip(d.bias.iter_mut()).enumerate() {
-                    let (a, c) = compose_affine(chain, k);
-                    row.iter_mut().for_each(|w| *w *= a);
-                    *b = a * *b + c;
-                }
-                Some(LayerSpec {
-                    dense: Some(d),
-                    ..LayerSpec::default()
+            (Some(LayerOp::Activation(chain)), Some(LayerOp::Dense(d))) => {
+                let coeffs: Option<Vec<(f64, f64)>> = (0..d.weights.len())
+                    .map(|k| compose_affine(chain, k))
+                    .collect();
+                coeffs.map(|coeffs| {
+                    let mut d = d.clone();
+                    for ((row, b), (a, c)) in d.weights.iter_mut().zip(&mut d.bias).zip(coeffs) {
+                        row.iter_mut().for_each(|w| *w *= a);
+                        *b = a * *b + c;
+                    }
+                    LayerSpec {
+                        dense: Some(d),
+                        ..LayerSpec::default()
+                    }
                 })
             }
-            (Some(LayerOp::Activation(chain)), Some(LayerOp::Conv2d(c)))
-                if chain.iter().all(|f| f.op.is_affine()) =>
-            {
+            (Some(LayerOp::Activation(chain)), Some(LayerOp::Conv2d(c))) => {
                 let n = numel(&shapes[j]);
                 let per = n / c.out_channels.max(1);
-                let coeffs: Vec<(f64, f64)> = (0..n).map(|k| compose_affine(chain, k)).collect();
+                let coeffs: Vec<(f64, f64)> = (0..n)
+                    .map(|k| compose_affine(chain, k))
+                    .collect::<Option<_>>()
+                    .unwrap_or_default();
                 let uniform = per > 0
+                    && coeffs.len() == n
                     && (0..c.out_channels).all(|o| {
                         coeffs[o * per..(o + 1) * per]
                             .iter()
@@ -2051,18 +2057,4 @@ fn simplify_once(net: &mut NetworkSpec) -> bool {
         }
     }
     false
-}
-
-fn compose_affine(chain: &[ElementwiseSpec], k: usize) -> (f64, f64) {
-    chain.iter().fold((1.0, 0.0), |(a, c), f| {
-        let (fa, fc) = f.affine(k).unwrap_or((1.0, 0.0));
-        (fa * a, fa * c + fc)
-    })
-}
-
-/// The path a spec written to `spec_path` should record for `data`: relative to
-/// the spec's directory when both are relative or share a prefix.
-pub fn data_path_for(spec_path: &Path, data: &Path) -> PathBuf {
-    let dir = spec_path.parent().unwrap_or(Path::new(""));
-    super::relative_to(dir, data)
 }

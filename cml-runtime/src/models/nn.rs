@@ -45,8 +45,8 @@ use crate::error::{DataError, Error, SpecError, SpecProblem};
 use crate::program::{round_shift, Interval, Op, Program, Table, ValueId, MAX_TABLE_BITS};
 use crate::quant::Quantizer;
 use crate::spec::network::{
-    self, channel_of, conv_taps, n_channels, numel, transpose_map, window_positions,
-    ElementwiseSpec, LayerOp,
+    self, channel_of, compose_affine, conv_taps, n_channels, numel, transpose_map,
+    window_positions, ElementwiseSpec, LayerOp,
 };
 use crate::spec::{BinaryOp, FieldPath, Granularity, NetworkSpec, QuantizationSpec, RoundingMode};
 
@@ -268,7 +268,7 @@ fn calibrate(
         .collect();
     for row in data.rows() {
         let x = row.to_vec();
-        for (l, out) in net.float_layers(&x).iter().enumerate() {
+        for (l, out) in net.float_layers_shaped(&x, shapes).iter().enumerate() {
             for (i, &v) in out.iter().enumerate() {
                 if !v.is_finite() {
                     continue;
@@ -660,15 +660,10 @@ impl Lowerer<'_> {
         x: &[Elem],
         chain: &[ElementwiseSpec],
     ) -> Result<Vec<Elem>, Error> {
-        let affine = chain.iter().all(|f| f.op.is_affine());
         let shape = self.shapes[l].clone();
         let mut out = Vec::with_capacity(x.len());
         for (i, &e) in x.iter().enumerate() {
-            if affine {
-                let (a, c) = chain.iter().fold((1.0, 0.0), |(a, c), f| {
-                    let (fa, fc) = f.affine(i).unwrap_or((1.0, 0.0));
-                    (fa * a, fa * c + fc)
-                });
+            if let Some((a, c)) = compose_affine(chain, i) {
                 out.push(match e {
                     Elem::Const(v) => Elem::Const(a * v + c),
                     Elem::Var { .. } if a == 0.0 => Elem::Const(c),

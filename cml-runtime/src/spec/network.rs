@@ -380,6 +380,15 @@ impl ElementwiseSpec {
     }
 }
 
+/// `(a, c)` with `chain(x) = a·x + c` for element `i`, when every function
+/// of the chain is affine (`None` otherwise).
+pub fn compose_affine(chain: &[ElementwiseSpec], i: usize) -> Option<(f64, f64)> {
+    chain.iter().try_fold((1.0, 0.0), |(a, c), f| {
+        let (fa, fc) = f.affine(i)?;
+        Some((fa * a, fa * c + fc))
+    })
+}
+
 /// SELU's default `alpha` (PyTorch and ONNX).
 pub const SELU_ALPHA: f64 = 1.673_263_192_176_818_8;
 /// SELU's default `gamma`.
@@ -875,7 +884,15 @@ impl NetworkSpec {
 
     /// Every layer's float output for one sample, flattened.
     pub fn float_layers(&self, x: &[f64]) -> Vec<Vec<f64>> {
-        let shapes = self.shapes().unwrap_or_default();
+        self.float_layers_shaped(x, &self.shapes().unwrap_or_default())
+    }
+
+    /// [`float_layers`](Self::float_layers) with the layers' shapes
+    /// ([`shapes`](Self::shapes)) computed once by the caller.
+    pub fn float_layers_shaped(&self, x: &[f64], shapes: &[Vec<usize>]) -> Vec<Vec<f64>> {
+        if shapes.len() != self.layers.len() {
+            return Vec::new();
+        }
         let mut outs: Vec<Vec<f64>> = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
             let ins: Vec<(&[f64], &[usize])> = self

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use cml::import::{relative_to, xgboost_json_file, ImportOptions};
+use cml::import::{relative_to, ImportOptions};
 use cml::program::Op;
 use cml::report::{self, Report, RunOptions, Score};
 use cml::spec::Task;
@@ -41,48 +41,64 @@ impl PFailArgs {
 }
 
 #[derive(clap::Args)]
-struct ImportOnnxArgs {
-    /// The ONNX file.
+struct ImportArgs {
+    /// The model file: XGBoost JSON or UBJSON (`save_model`), LightGBM's
+    /// text model (`save_model`), or an ONNX network; told apart by content.
     model: PathBuf,
-    /// Training CSV (feature columns in the input's flattened (C, H, W)
-    /// order, then `target`): calibration data, recorded as `data.train`.
+    /// Training CSV (feature columns named as in the model; for networks in
+    /// the input's flattened (C, H, W) order, then `target`): calibration
+    /// ranges, recorded as `data.train`. Required for networks.
     #[arg(long)]
-    train: PathBuf,
-    /// Test CSV (with saved `score_*` and `prediction`) to record as `data.test`.
+    train: Option<PathBuf>,
+    /// Test CSV (with saved `score_*` and `prediction`) to record as
+    /// `data.test`. For tree ensembles the scores are the library's raw
+    /// margins (XGBoost `output_margin=True`, LightGBM `raw_score=True`).
     #[arg(long)]
     test: Option<PathBuf>,
-    /// Where to write the spec (YAML); standard output when absent.
+    /// Where to write the spec (YAML); standard output when absent. Data
+    /// paths in the spec are relative to its directory.
     #[arg(short, long)]
     out: Option<PathBuf>,
     /// Spec name (default: from the file name).
     #[arg(long)]
     name: Option<String>,
-    /// Class names, comma-separated (default 0, 1, … for several outputs).
+    /// Class names, comma-separated, one per class (default 0, 1, …).
     #[arg(long, value_delimiter = ',')]
     classes: Option<Vec<String>>,
-    /// A regressor, even with a trailing sigmoid-free single output.
+    /// Bits per quantized input feature (default 6 for trees, 4 for networks).
+    #[arg(long)]
+    input_bits: Option<u8>,
+    /// Tree ensembles: which features take missing values (empty cells,
+    /// NaN): `auto` (those with one in the train or test CSV), `all`, `none`.
+    #[arg(long, default_value = "auto")]
+    missing: String,
+    #[command(flatten)]
+    network: NetworkArgs,
+}
+
+#[derive(clap::Args)]
+struct NetworkArgs {
+    /// Networks: a regressor, even with a trailing sigmoid-free single output.
     #[arg(long)]
     regression: bool,
-    /// Bits per quantized input feature.
-    #[arg(long, default_value_t = 4)]
-    input_bits: u8,
-    /// Bits per weight (one scale per output neuron).
+    /// Networks: bits per weight (one scale per output neuron).
     #[arg(long, default_value_t = 4)]
     weight_bits: u8,
-    /// Bits of each activation's output.
+    /// Networks: bits of each activation's output.
     #[arg(long, default_value_t = 4)]
     activation_bits: u8,
-    /// Accumulator bits kept before each table: a number, `none`, or
-    /// `auto` (the fewest bits, for every layer, whose clear accuracy on the
-    /// training CSV stays within --rounding-budget of the unrounded
+    /// Networks: accumulator bits kept before each table: a number, `none`,
+    /// or `auto` (the fewest bits, for every layer, whose clear accuracy on
+    /// the training CSV stays within --rounding-budget of the unrounded
     /// quantized model).
     #[arg(long, default_value = "6")]
     rounding: String,
-    /// `--rounding auto`: accuracy points (R² for regressors) the rounding may cost.
+    /// Networks, `--rounding auto`: accuracy points (R² for regressors) the
+    /// rounding may cost.
     #[arg(long, default_value_t = 0.005)]
     rounding_budget: f64,
-    /// Round accumulators exactly (one 1-bit PBS per bit removed) instead
-    /// of approximately (free).
+    /// Networks: round accumulators exactly (one 1-bit PBS per bit removed)
+    /// instead of approximately (free).
     #[arg(long)]
     exact_rounding: bool,
 }
@@ -126,33 +142,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Convert an XGBoost JSON model (`save_model("model.json")`) into a spec.
-    ImportXgboost {
-        /// The XGBoost model file.
-        model: PathBuf,
-        /// Where to write the spec (YAML); standard output when absent.
-        #[arg(short, long)]
-        out: Option<PathBuf>,
-        /// Spec name (default: from the file name).
-        #[arg(long)]
-        name: Option<String>,
-        /// Bits per quantized feature.
-        #[arg(long, default_value_t = 6)]
-        input_bits: u8,
-        /// Training CSV: its per-feature min/max become the input ranges, and
-        /// the spec records it as `data.train`.
-        #[arg(long)]
-        train: Option<PathBuf>,
-        /// Test CSV (with saved `score_*` and `prediction`) to record as `data.test`.
-        #[arg(long)]
-        test: Option<PathBuf>,
-        /// Class names, comma-separated (classifiers; default 0, 1, …).
-        #[arg(long, value_delimiter = ',')]
-        classes: Option<Vec<String>>,
-    },
-    /// Convert an ONNX network (PyTorch's `torch.onnx.export`) into a spec,
-    /// post-training quantized on the training CSV.
-    ImportOnnx(ImportOnnxArgs),
+    /// Convert a trained model's own file into a spec: XGBoost (JSON or
+    /// UBJSON, 1.x to 3.x), LightGBM (text model) or an ONNX network
+    /// (post-training quantized on the training CSV).
+    #[command(visible_alias = "import-xgboost", visible_alias = "import-onnx")]
+    Import(ImportArgs),
     /// Show the integer program, its bit-widths, PBS count and FHE parameters.
     Inspect {
         /// The spec file (YAML).
@@ -183,27 +177,7 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Inspect { spec, p_fail } => inspect(&spec, p_fail.target()),
-        Command::ImportXgboost {
-            model,
-            out,
-            name,
-            input_bits,
-            train,
-            test,
-            classes,
-        } => import_xgboost(
-            &model,
-            out.as_deref(),
-            ImportOptions {
-                name,
-                input_bits,
-                classes,
-                ..ImportOptions::default()
-            },
-            train,
-            test,
-        ),
-        Command::ImportOnnx(args) => import_onnx(args),
+        Command::Import(args) => import(args),
         Command::BenchPbs {
             from,
             to,
@@ -221,49 +195,100 @@ fn main() -> ExitCode {
     }
 }
 
-fn import_xgboost(
-    model: &std::path::Path,
-    out: Option<&std::path::Path>,
-    options: ImportOptions,
-    train: Option<PathBuf>,
-    test: Option<PathBuf>,
-) -> Result<(), cml::Error> {
-    let mut spec = xgboost_json_file(model, &options)?;
-    // The training CSV is read by the imported model's feature names.
-    if let Some(train) = &train {
-        let data = cml::data::Dataset::from_csv(train, spec.features())?;
-        spec.quantization.input_ranges = Some(data.feature_ranges());
+fn import(a: ImportArgs) -> Result<(), cml::Error> {
+    use cml::import::{attach_data, detect, read_header, Format, MissingPolicy};
+
+    let head = read_header(&a.model)?;
+    if detect(&head) == Some(Format::Onnx) {
+        return import_onnx(a);
     }
-    if train.is_some() || test.is_some() {
-        let dir = out
-            .and_then(|o| o.parent())
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_default();
+    let policy = match a.missing.as_str() {
+        "auto" => MissingPolicy::Auto,
+        "all" => MissingPolicy::All,
+        "none" => MissingPolicy::None,
+        other => {
+            return Err(cml::DataError::Empty(format!(
+                "--missing `{other}`: expected `auto`, `all` or `none`"
+            ))
+            .into())
+        }
+    };
+    let options = ImportOptions {
+        name: a.name,
+        input_bits: a.input_bits.unwrap_or(6),
+        classes: a.classes,
+        ..ImportOptions::default()
+    };
+    let mut spec = cml::import::tree_file(&a.model, &options)?;
+    let dir = spec_dir(a.out.as_deref());
+    if let Some(train) = &a.train {
+        // The model's names, matched to the CSV's columns (LightGBM writes
+        // `mean_radius` for a column `mean radius`).
+        let columns = cml::data::Dataset::feature_columns(train)?;
+        let renamed = cml::import::match_csv_names(spec.features(), &columns, train)?;
+        if let cml::spec::ModelKind::Ensemble(e) = &mut spec.model {
+            for (old, new) in e.features.iter().zip(&renamed) {
+                if old != new {
+                    eprintln!("feature `{old}` is the CSV's column `{new}`");
+                }
+            }
+            e.features = renamed;
+        }
+        let data = cml::data::Dataset::from_csv(train, spec.features())?;
+        let test = match &a.test {
+            Some(t) => Some(cml::data::Dataset::from_csv(t, spec.features())?),
+            None => None,
+        };
+        attach_data(&mut spec, &data, test.as_ref(), policy);
+        if let cml::spec::ModelKind::Ensemble(e) = &spec.model {
+            if !e.accepts_missing.is_empty() {
+                eprintln!(
+                    "features that take missing values: {}",
+                    e.accepts_missing.join(", ")
+                );
+            }
+        }
+    }
+    if a.train.is_some() || a.test.is_some() {
         spec.data = Some(cml::spec::DataSpec {
-            train: train.as_deref().map(|p| relative_to(&dir, p)),
-            test: test.as_deref().map(|p| relative_to(&dir, p)),
+            train: a.train.as_deref().map(|p| relative_to(&dir, p)),
+            test: a.test.as_deref().map(|p| relative_to(&dir, p)),
         });
     }
-    spec.check(model)?;
-    write_spec(&spec, out)
+    spec.check(&a.model)?;
+    write_spec(&spec, a.out.as_deref())
 }
 
-fn import_onnx(a: ImportOnnxArgs) -> Result<(), cml::Error> {
+/// The directory a spec written to `out` lives in (the current one for
+/// standard output).
+fn spec_dir(out: Option<&std::path::Path>) -> PathBuf {
+    out.and_then(std::path::Path::parent)
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn import_onnx(a: ImportArgs) -> Result<(), cml::Error> {
     use cml::import::{onnx_file, OnnxOptions};
     use cml::models::nn;
     use cml::spec::{DataSpec, RoundingMode};
 
-    let features = cml::data::Dataset::feature_columns(&a.train)?;
+    let train = a.train.clone().ok_or_else(|| {
+        cml::DataError::Empty(
+            "an ONNX network needs --train: its training CSV calibrates the quantization".into(),
+        )
+    })?;
+    let n = &a.network;
+    let features = cml::data::Dataset::feature_columns(&train)?;
     let mut quantization = cml::import::onnx::default_quantization();
-    quantization.input_bits = a.input_bits;
-    quantization.weight_bits = a.weight_bits;
-    quantization.activation_bits = Some(a.activation_bits);
-    quantization.rounding = if a.exact_rounding {
+    quantization.input_bits = a.input_bits.unwrap_or(4);
+    quantization.weight_bits = n.weight_bits;
+    quantization.activation_bits = Some(n.activation_bits);
+    quantization.rounding = if n.exact_rounding {
         RoundingMode::Exact
     } else {
         RoundingMode::Approximate
     };
-    let auto = match a.rounding.as_str() {
+    let auto = match n.rounding.as_str() {
         "auto" => true,
         "none" => {
             quantization.rounding_bits = None;
@@ -278,25 +303,21 @@ fn import_onnx(a: ImportOnnxArgs) -> Result<(), cml::Error> {
             false
         }
     };
-    let dir = a
-        .out
-        .as_deref()
-        .and_then(std::path::Path::parent)
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
+    let dir = spec_dir(a.out.as_deref());
     let options = OnnxOptions {
-        name: a.name,
+        name: a.name.clone(),
         features,
-        classes: a.classes,
-        regression: a.regression,
+        classes: a.classes.clone(),
+        regression: n.regression,
         quantization,
         data: Some(DataSpec {
-            train: Some(relative_path(&dir, &a.train)),
-            test: a.test.as_deref().map(|t| relative_path(&dir, t)),
+            train: Some(relative_to(&dir, &train)),
+            test: a.test.as_deref().map(|t| relative_to(&dir, t)),
         }),
     };
     let mut spec = onnx_file(&a.model, &options)?;
-    let data = cml::data::Dataset::from_csv(&a.train, spec.features())?;
+    let data = cml::data::Dataset::from_csv(&train, spec.features())?;
+    data.check_missing(spec.features(), &spec.accepts_missing())?;
     let cml::spec::ModelKind::Network(net) = &mut spec.model else {
         unreachable!("the importer writes networks")
     };
@@ -314,7 +335,7 @@ fn import_onnx(a: ImportOnnxArgs) -> Result<(), cml::Error> {
             &spec.quantization,
             data.features.view(),
             target,
-            a.rounding_budget,
+            n.rounding_budget,
         )?;
         eprintln!(
             "rounding auto: unrounded quantized {:.4}, chosen {:.4} (budget {})",
@@ -330,26 +351,6 @@ fn import_onnx(a: ImportOnnxArgs) -> Result<(), cml::Error> {
     }
     spec.check(&a.model)?;
     write_spec(&spec, a.out.as_deref())
-}
-
-/// `to` relative to directory `from` (both taken from the current
-/// directory), so that a spec written into `from` finds its data.
-fn relative_path(from: &std::path::Path, to: &std::path::Path) -> PathBuf {
-    let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let (from, to) = (abs(from), abs(to));
-    let common = from
-        .components()
-        .zip(to.components())
-        .take_while(|(a, b)| a == b)
-        .count();
-    let mut out = PathBuf::new();
-    for _ in from.components().skip(common) {
-        out.push("..");
-    }
-    for c in to.components().skip(common) {
-        out.push(c);
-    }
-    out
 }
 
 fn write_spec(spec: &cml::ModelSpec, out: Option<&std::path::Path>) -> Result<(), cml::Error> {
@@ -434,10 +435,39 @@ fn print_report(r: &Report, model: &CompiledModel) {
     if let Some(d) = r.float_max_abs_diff {
         println!("           max |score − saved score| = {d:.2e}");
     }
+    if let Some((saved, outputs)) = r.saved_scores_mismatch {
+        println!(
+            "           the test CSV saves {saved} score column(s) for {outputs} output(s): \
+             only {} compared",
+            saved.min(outputs)
+        );
+    }
     if let Some(a) = r.float_prediction_agreement {
         println!(
             "           predictions equal to the saved ones: {a}/{}",
             r.samples
+        );
+    }
+    if r.missing_values > 0 {
+        println!(
+            "inputs     {} missing values, routed as the model's missing sides",
+            r.missing_values
+        );
+    }
+    if !r.out_of_range.is_empty() {
+        let total: usize = r.out_of_range.iter().map(|(_, b, a)| b + a).sum();
+        let each: Vec<String> = r
+            .out_of_range
+            .iter()
+            .map(|(name, below, above)| match (below, above) {
+                (0, a) => format!("{name} ({a} above)"),
+                (b, 0) => format!("{name} ({b} below)"),
+                (b, a) => format!("{name} ({b} below, {a} above)"),
+            })
+            .collect();
+        println!(
+            "inputs     {total} values outside the calibration range, clipped to its ends: {}",
+            each.join(", ")
         );
     }
     println!("quantized  {}", fmt_score(r.task, &r.quantized));

@@ -112,6 +112,14 @@ pub struct Report {
     pub float_max_abs_diff: Option<f64>,
     /// Samples where our float prediction equals the saved one.
     pub float_prediction_agreement: Option<usize>,
+    /// Saved `score_*` columns and the model's outputs, when they differ:
+    /// only the first `min` outputs were compared.
+    pub saved_scores_mismatch: Option<(usize, usize)>,
+    /// Features with test values outside the quantization range (those are
+    /// clipped to the range's ends): name, count below, count above.
+    pub out_of_range: Vec<(String, usize, usize)>,
+    /// Missing feature values in the evaluated test rows.
+    pub missing_values: usize,
     /// Score of the quantized model in clear.
     pub quantized: Score,
     /// FHE measurements, when run.
@@ -128,9 +136,15 @@ pub fn load(spec_path: &Path) -> Result<(LoadedSpec, Dataset, Option<Dataset>), 
             spec_path.display()
         ))
     })?;
+    let accepts = loaded.spec.accepts_missing();
     let test = Dataset::from_csv(&test_path, &features)?;
+    test.check_missing(&features, &accepts)?;
     let train = match loaded.train_path() {
-        Some(p) => Some(Dataset::from_csv(&p, &features)?),
+        Some(p) => {
+            let train = Dataset::from_csv(&p, &features)?;
+            train.check_missing(&features, &accepts)?;
+            Some(train)
+        }
         None => None,
     };
     Ok((loaded, test, train))
@@ -207,6 +221,33 @@ pub fn evaluate(
             .count()
     });
 
+    let saved_scores_mismatch = test.scores.as_ref().and_then(|saved| {
+        let outputs = float.first().map_or(0, |p| p.scores.len());
+        (saved.ncols() != outputs).then_some((saved.ncols(), outputs))
+    });
+    // Inputs the quantizers clip: outside the calibration range by more
+    // than half a step.
+    let out_of_range = model
+        .encoder
+        .quantizers
+        .iter()
+        .enumerate()
+        .filter_map(|(j, qz)| {
+            let (mut below, mut above) = (0, 0);
+            for &v in x.column(j) {
+                let v = match &model.encoder.standardize {
+                    Some(s) => (v - s.mean[j]) / s.scale[j],
+                    None => v,
+                };
+                let q = (v / qz.scale + qz.zero_point as f64).round_ties_even();
+                below += usize::from(q < qz.q_min() as f64);
+                above += usize::from(q > qz.q_max() as f64);
+            }
+            (below + above > 0).then(|| (model.spec.features()[j].clone(), below, above))
+        })
+        .collect();
+    let missing_values = x.iter().filter(|v| v.is_nan()).count();
+
     let clear = model.predict(x, Mode::Clear)?;
     let report_fhe = if options.fhe {
         Some(measure_fhe(
@@ -230,6 +271,9 @@ pub fn evaluate(
         float: Score::of(task, &float, &truth),
         float_max_abs_diff,
         float_prediction_agreement,
+        saved_scores_mismatch,
+        out_of_range,
+        missing_values,
         quantized: Score::of(task, &clear, &truth),
         fhe: report_fhe,
     })

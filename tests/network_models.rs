@@ -534,6 +534,7 @@ fn mutated_onnx_files_never_panic() {
             target: None,
             scores: None,
             predictions: None,
+            origin: None,
         };
         sources.push((bytes, calibration));
     }

@@ -244,6 +244,7 @@ pub fn generate(
         }
         None => quote!(::core::option::Option::None),
     };
+    let missing = model.encoder.missing.iter().map(|&j| usize_lit(j));
     let scales = f64s(&model.decoder.scales);
     let zero_points = model.decoder.zero_points.iter().map(|&z| i64_lit(z));
     let task = task_tokens(model.decoder.task);
@@ -415,6 +416,7 @@ pub fn generate(
                 standardize: #standardize,
                 quantizers: &[#(#quantizers),*],
                 low_bits: #low_bits,
+                missing: &[#(#missing),*],
                 scales: #scales,
                 zero_points: &[#(#zero_points),*],
                 task: #task,

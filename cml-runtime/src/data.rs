@@ -1,7 +1,12 @@
 //! Bundled data: CSV files with named feature columns, a `target` column and,
 //! for test splits, the float model's saved outputs (`score_0…`, `prediction`).
+//!
+//! A feature cell that is empty, `NaN`, `nan`, `NA` or `null` is a *missing
+//! value*, read as NaN. Only tree ensembles whose spec lists the feature in
+//! `accepts_missing` take one; [`Dataset::check_missing`] names the file,
+//! line and column of any other.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
 
@@ -21,6 +26,23 @@ pub struct Dataset {
     pub scores: Option<Array2<f64>>,
     /// Saved float predictions (`prediction`), if present.
     pub predictions: Option<Vec<f64>>,
+    /// Where the rows came from, for error messages: the file and each
+    /// row's line (empty for data built in memory).
+    pub origin: Option<Origin>,
+}
+
+/// The file a [`Dataset`] was read from and the line of each row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The CSV file.
+    pub file: PathBuf,
+    /// 1-based line of each row.
+    pub lines: Vec<u64>,
+}
+
+/// Whether a CSV cell is a missing value.
+pub fn is_missing_cell(raw: &str) -> bool {
+    matches!(raw.trim(), "" | "NaN" | "nan" | "NA" | "null")
 }
 
 impl Dataset {
@@ -32,6 +54,60 @@ impl Dataset {
     /// Whether there are no samples.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Checks that every missing value (NaN) is in a feature that takes
+    /// one (`accepts[j]`), and that no value is infinite; the error names
+    /// the file, line and column.
+    pub fn check_missing(
+        &self,
+        feature_names: &[String],
+        accepts: &[bool],
+    ) -> Result<(), DataError> {
+        for (i, row) in self.features.rows().into_iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                if v.is_finite() || (v.is_nan() && accepts.get(j) == Some(&true)) {
+                    continue;
+                }
+                let column = feature_names
+                    .get(j)
+                    .cloned()
+                    .unwrap_or_else(|| j.to_string());
+                let (file, line) = match &self.origin {
+                    Some(o) => (Some(o.file.clone()), o.lines.get(i).copied()),
+                    None => (None, None),
+                };
+                return Err(DataError::Cell {
+                    file,
+                    line,
+                    row: i,
+                    column,
+                    message: if v.is_nan() {
+                        "missing value, and the model cannot take one for this feature (only \
+                         tree ensembles whose spec lists it in `accepts_missing` can)"
+                            .into()
+                    } else {
+                        format!("{v} is not a finite number")
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Per feature, how many values lie below and above `ranges[j]`
+    /// (missing values are not counted).
+    pub fn out_of_range(&self, ranges: &[[f64; 2]]) -> Vec<(usize, usize)> {
+        self.features
+            .columns()
+            .into_iter()
+            .zip(ranges)
+            .map(|(c, &[lo, hi])| {
+                let below = c.iter().filter(|&&v| v < lo).count();
+                let above = c.iter().filter(|&&v| v > hi).count();
+                (below, above)
+            })
+            .collect()
     }
 
     /// `[min, max]` of each feature column over its finite values (a
@@ -128,33 +204,35 @@ impl Dataset {
         let mut predictions = Vec::new();
         let mut scores = Vec::new();
         let mut rows = 0usize;
+        let mut lines = Vec::new();
         for record in reader.records() {
             let record = record.map_err(|e| {
                 let line = e.position().map_or(0, |p| p.line());
                 csv_err(line, e.to_string())
             })?;
             let line = record.position().map_or(0, |p| p.line());
-            let field = |col: usize| -> Result<f64, DataError> {
-                let raw = record
+            let raw = |col: usize| -> Result<&str, DataError> {
+                record
                     .get(col)
-                    .ok_or_else(|| csv_err(line, format!("missing field {}", col + 1)))?;
-                raw.trim().parse::<f64>().map_err(|_| {
-                    csv_err(
-                        line,
-                        format!("column `{}`: `{raw}` is not a number", &headers[col]),
-                    )
-                })
+                    .ok_or_else(|| csv_err(line, format!("missing field {}", col + 1)))
             };
-            for (j, &c) in feature_cols.iter().enumerate() {
-                let v = field(c)?;
-                if !v.is_finite() {
-                    return Err(DataError::NotFinite {
-                        row: rows,
-                        feature: j,
-                        value: v,
-                    });
+            let number = |col: usize, raw: &str| -> Result<f64, DataError> {
+                match raw.trim().parse::<f64>() {
+                    Ok(v) if v.is_finite() => Ok(v),
+                    _ => Err(csv_err(
+                        line,
+                        format!("column `{}`: `{raw}` is not a finite number", &headers[col]),
+                    )),
                 }
-                features.push(v);
+            };
+            let field = |col: usize| number(col, raw(col)?);
+            for &c in &feature_cols {
+                let cell = raw(c)?;
+                features.push(if is_missing_cell(cell) {
+                    f64::NAN
+                } else {
+                    number(c, cell)?
+                });
             }
             if let Some(c) = target_col {
                 target.push(field(c)?);
@@ -166,6 +244,7 @@ impl Dataset {
                 scores.push(field(c)?);
             }
             rows += 1;
+            lines.push(line);
         }
         let features = Array2::from_shape_vec((rows, feature_names.len()), features)
             .map_err(|e| csv_err(0, e.to_string()))?;
@@ -182,6 +261,10 @@ impl Dataset {
             target: target_col.map(|_| target),
             scores,
             predictions: prediction_col.map(|_| predictions),
+            origin: Some(Origin {
+                file: file.to_path_buf(),
+                lines,
+            }),
         })
     }
 }
@@ -213,14 +296,42 @@ mod tests {
             Dataset::from_csv_str("a\n1\nx\n", Path::new("t.csv"), &names(&["a"])).unwrap_err();
         assert_eq!(err.to_string(), "t.csv:3: column `a`: `x` is not a number");
         let err =
-            Dataset::from_csv_str("a\nNaN\n", Path::new("t.csv"), &names(&["a"])).unwrap_err();
-        assert!(matches!(
-            err,
-            DataError::NotFinite {
-                row: 0,
-                feature: 0,
-                ..
-            }
-        ));
+            Dataset::from_csv_str("a\ninf\n", Path::new("t.csv"), &names(&["a"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.csv:2: column `a`: `inf` is not a finite number"
+        );
+        let err = Dataset::from_csv_str("a,target\n1,0\n2,\n", Path::new("t.csv"), &names(&["a"]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.csv:3: column `target`: `` is not a finite number"
+        );
+    }
+
+    #[test]
+    fn missing_cells_are_nan_and_checked_per_feature() {
+        let text = "a,b\n1,\nNaN,2\n3,4\n";
+        let names = names(&["a", "b"]);
+        let d = Dataset::from_csv_str(text, Path::new("t.csv"), &names).unwrap();
+        assert!(d.features[[0, 1]].is_nan() && d.features[[1, 0]].is_nan());
+        assert_eq!(d.feature_ranges(), vec![[1.0, 3.0], [2.0, 4.0]]);
+        d.check_missing(&names, &[true, true]).unwrap();
+        let err = d.check_missing(&names, &[true, false]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.csv:2: column `b`: missing value, and the model cannot take one for this \
+             feature (only tree ensembles whose spec lists it in `accepts_missing` can)"
+        );
+        let err = d.check_missing(&names, &[false, true]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("t.csv:3: column `a`: missing value"),
+            "{err}"
+        );
+        assert_eq!(
+            d.out_of_range(&[[2.0, 2.5], [0.0, 3.0]]),
+            vec![(1, 1), (0, 1)]
+        );
     }
 }

@@ -84,6 +84,8 @@ pub struct ModelImage {
     pub quantizers: &'static [Quantizer],
     /// Digit split of the quantized features (see [`Encoder::low_bits`]).
     pub low_bits: Option<u8>,
+    /// Features that take a missing value (see [`Encoder::missing`]).
+    pub missing: &'static [usize],
     /// Output scales.
     pub scales: &'static [f64],
     /// Output zero points.
@@ -179,6 +181,7 @@ impl Runtime {
                 }),
                 quantizers: image.quantizers.to_vec(),
                 low_bits: image.low_bits,
+                missing: image.missing.to_vec(),
             },
             decoder: Decoder {
                 scales: image.scales.to_vec(),

@@ -198,6 +198,9 @@ pub enum SpecProblem {
     /// A network layer that does not fit its inputs or its neighbours.
     #[error("{0}")]
     Layer(String),
+    /// A feature reference that does not name a feature once.
+    #[error("{0}")]
+    FeatureName(String),
 }
 
 /// Data (CSV files, input rows) that does not fit the model.
@@ -248,9 +251,33 @@ pub enum DataError {
         /// The value.
         value: f64,
     },
+    /// A feature cell the model cannot take (a missing value where none is
+    /// accepted, an infinite value).
+    #[error("{}column `{column}`: {message}", cell_place(file.as_deref(), *line, *row))]
+    Cell {
+        /// The data file, when the data came from one.
+        file: Option<PathBuf>,
+        /// Its 1-based line, when known.
+        line: Option<u64>,
+        /// 0-based row.
+        row: usize,
+        /// The feature's name.
+        column: String,
+        /// What is wrong.
+        message: String,
+    },
     /// No data where some is needed (calibration, evaluation).
     #[error("{0}")]
     Empty(String),
+}
+
+/// `file:line: ` or `row N: ` for [`DataError::Cell`].
+fn cell_place(file: Option<&std::path::Path>, line: Option<u64>, row: usize) -> String {
+    match (file, line) {
+        (Some(f), Some(l)) => format!("{}:{l}: ", f.display()),
+        (Some(f), None) => format!("{}: row {row}: ", f.display()),
+        _ => format!("row {row}: "),
+    }
 }
 
 /// An integer program that is malformed or cannot be run as asked.
@@ -430,6 +457,45 @@ pub enum ImportError {
         /// and name.
         node: Option<OnnxNode>,
         /// What was wrong.
+        message: String,
+    },
+    /// A binary file (UBJSON) that cannot be read, or text that is not UTF-8.
+    #[error("{}: byte {offset}: {message}", file.display())]
+    Binary {
+        /// The file.
+        file: PathBuf,
+        /// Byte offset of the problem.
+        offset: usize,
+        /// What was wrong.
+        message: String,
+    },
+    /// A line of a text model file (LightGBM) that does not make a model.
+    #[error("{}:{line}: {message}", file.display())]
+    Text {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What was wrong.
+        message: String,
+    },
+    /// `--classes` (or [`ImportOptions::classes`](crate::import::ImportOptions))
+    /// names another number of classes than the model has.
+    #[error("{}: {given} class names were given, but the model has {expected} classes", file.display())]
+    Classes {
+        /// The file.
+        file: PathBuf,
+        /// Names given.
+        given: usize,
+        /// Classes in the model.
+        expected: usize,
+    },
+    /// A file in no format an importer reads.
+    #[error("{}: {message}", file.display())]
+    Format {
+        /// The file.
+        file: PathBuf,
+        /// What it looks like and what is read.
         message: String,
     },
     /// The imported model fails the spec checks.

@@ -191,6 +191,7 @@ pub fn lower(
         standardize: linear.standardize.clone(),
         quantizers: (0..n_features).map(|j| *feature_quantizer(j)).collect(),
         low_bits: None,
+        missing: Vec::new(),
     };
     let decoder = Decoder {
         scales,

@@ -75,22 +75,38 @@ pub struct Encoder {
     /// `q >> b` and `q mod 2^b` (tree ensembles); otherwise as one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub low_bits: Option<u8>,
+    /// Features that may be missing (NaN), in increasing order: a missing
+    /// one is sent as its lowest grid value, and after every feature's
+    /// digits comes one *missing bit* per listed feature (1: missing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<usize>,
 }
 
 impl Encoder {
     /// Quantizes one row of features into the program's inputs.
     pub fn encode(&self, x: &[f64]) -> Result<Vec<i64>, DataError> {
         let q = self.quantize(x)?;
-        Ok(match self.low_bits {
+        let mut inputs: Vec<i64> = match self.low_bits {
             None => q,
             Some(b) => {
                 let mask = (1i64 << b) - 1;
                 q.iter().flat_map(|&v| [v >> b, v & mask]).collect()
             }
-        })
+        };
+        inputs.extend(self.missing.iter().map(|&j| i64::from(x[j].is_nan())));
+        Ok(inputs)
     }
 
-    /// Quantizes one row of features, one integer per feature.
+    /// Number of program inputs: the digits of every feature, then the
+    /// missing bits.
+    pub fn n_inputs(&self) -> usize {
+        let digits = if self.low_bits.is_some() { 2 } else { 1 };
+        digits * self.quantizers.len() + self.missing.len()
+    }
+
+    /// Quantizes one row of features, one integer per feature (a missing
+    /// value of a [`Encoder::missing`] feature becomes its lowest grid
+    /// value).
     pub fn quantize(&self, x: &[f64]) -> Result<Vec<i64>, DataError> {
         if x.len() != self.quantizers.len() {
             return Err(DataError::Shape {
@@ -101,6 +117,9 @@ impl Encoder {
         x.iter()
             .enumerate()
             .map(|(j, &v)| {
+                if v.is_nan() && self.missing.binary_search(&j).is_ok() {
+                    return Ok(self.quantizers[j].q_min());
+                }
                 if !v.is_finite() {
                     return Err(DataError::NotFinite {
                         row: 0,
@@ -332,7 +351,12 @@ impl CompiledModel {
                 found: x.len(),
             });
         }
-        match x.iter().position(|v| !v.is_finite()) {
+        let missing_ok = |j: usize| self.encoder.missing.binary_search(&j).is_ok();
+        match x
+            .iter()
+            .enumerate()
+            .position(|(j, v)| !v.is_finite() && !(v.is_nan() && missing_ok(j)))
+        {
             Some(feature) => Err(DataError::NotFinite {
                 row,
                 feature,

@@ -950,6 +950,7 @@ pub fn lower_with(
         standardize: None,
         quantizers,
         low_bits: None,
+        missing: Vec::new(),
     };
     let decoder = Decoder {
         scales,

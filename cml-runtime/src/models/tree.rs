@@ -25,6 +25,14 @@
 //! **Comparisons** are one table each on `u`, `c = [u <= T_h] ∈ {0, 1}`,
 //! shared by every split of the ensemble with the same `(feature, T)`.
 //!
+//! **Missing values.** A feature listed in the spec's `accepts_missing`
+//! comes with a *missing bit* `m` (1: missing; the feature's digits are then
+//! 0). A split with missing side `s` compares `v = u + (u_max + 1)·m ∈ [0,
+//! 2 u_max + 1]` instead of `u`, in the same one table: `v > u_max` means
+//! missing and gives `s`. A split constant on present values is `m` or `1 −
+//! m` (no table) when the missing side differs, so missing values cost one
+//! bit of table width and no bootstrap.
+//!
 //! **Leaf selection** (Hummingbird's GEMM form, as Concrete ML): the path
 //! sum `S = Σ` over a leaf's ancestors of `c` (went left) or `1 − c` (went
 //! right) is leveled, and the leaf is reached iff `S = k`, its number of
@@ -49,7 +57,9 @@ use crate::error::Error;
 use crate::params::{self, Needs, PFail};
 use crate::program::{Interval, Op, Program, Table, ValueId};
 use crate::quant::Quantizer;
-use crate::spec::{Aggregation, Comparison, EnsembleSpec, Link, Node, QuantizationSpec, Task};
+use crate::spec::{
+    Aggregation, Comparison, EnsembleSpec, Link, Node, QuantizationSpec, Side, Task,
+};
 
 /// The integer form of a tree ensemble.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,7 +166,11 @@ struct Lowerer<'a> {
     pair_max_k: i64,
     b: Builder,
     carries: HashMap<(usize, i64), ValueId>,
-    comparisons: HashMap<(usize, i64), ValueId>,
+    /// Per feature, its missing bit's input, if it takes missing values.
+    missing_bits: Vec<Option<ValueId>>,
+    /// Keyed by feature, grid threshold and (missing features) whether a
+    /// missing value goes left.
+    comparisons: HashMap<(usize, i64, Option<bool>), ValueId>,
     stats: TreeStats,
     /// Per output: terms of the final sum, and its constant.
     outputs: Vec<(Vec<(ValueId, i64)>, i64)>,
@@ -242,26 +256,51 @@ struct Step {
 impl Lowerer<'_> {
     /// The comparison bit of a split, or `Err(side)` when the split is
     /// constant.
-    fn comparison(&mut self, feature: usize, threshold: f64) -> Result<ValueId, bool> {
+    fn comparison(
+        &mut self,
+        feature: usize,
+        threshold: f64,
+        missing: Option<Side>,
+    ) -> Result<ValueId, bool> {
         let qz = self.quantizers[feature];
         let t = grid_threshold(&qz, threshold, self.spec.comparison);
-        if let Some(&c) = self.comparisons.get(&(feature, t)) {
+        let m = self.missing_bits[feature];
+        // The spec check guarantees a side on every split of such a feature.
+        let missing_left = m.map(|_| missing == Some(Side::Left));
+        let key = (feature, t, missing_left);
+        if let Some(&c) = self.comparisons.get(&key) {
             return Ok(c);
         }
-        match self.u_of(feature, t) {
-            Cmp::Const(side) => Err(side),
-            Cmp::Le { u, t: th, u_max } => {
-                let c = self.b.lut(
-                    &format!("x{feature}_le{t}"),
-                    u,
-                    Interval::new(0, u_max),
-                    |u| i64::from(u <= th),
+        let c = match (self.u_of(feature, t), m, missing_left) {
+            (Cmp::Const(side), None, _) => return Err(side),
+            (Cmp::Const(side), Some(_), Some(ml)) if side == ml => return Err(side),
+            // Left exactly when missing, or exactly when present.
+            (Cmp::Const(_), Some(m), Some(true)) => m,
+            (Cmp::Const(_), Some(m), _) => self.b.linear(vec![(m, -1)], 1),
+            (Cmp::Le { u, t: th, u_max }, None, _) => self.b.lut(
+                &format!("x{feature}_le{t}"),
+                u,
+                Interval::new(0, u_max),
+                |u| i64::from(u <= th),
+                false,
+            ),
+            (Cmp::Le { u, t: th, u_max }, Some(m), ml) => {
+                let ml = i64::from(ml == Some(true));
+                let v = self.b.linear(vec![(u, 1), (m, u_max + 1)], 0);
+                self.b.lut(
+                    &format!(
+                        "x{feature}_le{t}_missing_{}",
+                        if ml == 1 { "left" } else { "right" }
+                    ),
+                    v,
+                    Interval::new(0, 2 * u_max + 1),
+                    |v| if v > u_max { ml } else { i64::from(v <= th) },
                     false,
-                );
-                self.comparisons.insert((feature, t), c);
-                Ok(c)
+                )
             }
-        }
+        };
+        self.comparisons.insert(key, c);
+        Ok(c)
     }
 
     /// `S` of a path as `(terms, constant)`, and its `k`.
@@ -361,7 +400,7 @@ impl Lowerer<'_> {
                     right,
                 }) => {
                     self.stats.splits += 1;
-                    match self.comparison(feature, threshold) {
+                    match self.comparison(feature, threshold, nodes[i].missing) {
                         Err(side) => {
                             self.stats.constant_splits += 1;
                             let (taken, dead) = if side { (left, right) } else { (right, left) };
@@ -512,7 +551,7 @@ pub fn lower_with(
         e.base_score.clone()
     };
 
-    let inputs: Vec<Interval> = if low_bits == 0 {
+    let mut inputs: Vec<Interval> = if low_bits == 0 {
         quantizers
             .iter()
             .map(|qz| Interval::new(qz.q_min(), qz.q_max()))
@@ -524,6 +563,17 @@ pub fn lower_with(
             .flat_map(|_| [Interval::new(0, hi), Interval::new(0, lo)])
             .collect()
     };
+    let missing: Vec<usize> = e
+        .missing_mask()
+        .iter()
+        .enumerate()
+        .filter_map(|(j, &m)| m.then_some(j))
+        .collect();
+    let mut missing_bits = vec![None; quantizers.len()];
+    for &j in &missing {
+        missing_bits[j] = Some(inputs.len());
+        inputs.push(Interval::new(0, 1));
+    }
     let mut l = Lowerer {
         spec: e,
         quantizers,
@@ -535,6 +585,7 @@ pub fn lower_with(
             luts: HashMap::new(),
         },
         carries: HashMap::new(),
+        missing_bits,
         comparisons: HashMap::new(),
         stats: TreeStats {
             low_bits,
@@ -578,6 +629,7 @@ pub fn lower_with(
             standardize: None,
             quantizers: quantizers.to_vec(),
             low_bits: (low_bits > 0).then_some(low_bits),
+            missing,
         },
         program: l.b.program,
         decoder: Decoder {

@@ -356,8 +356,42 @@ fn check_ensemble(c: &Checker<'_>, path: &FieldPath, e: &EnsembleSpec) -> Result
     if e.estimator.single_tree() {
         c.len(path.key("trees"), e.trees.len(), 1)?;
     }
+    let mut missing = vec![false; n_features];
+    for (k, name) in e.accepts_missing.iter().enumerate() {
+        match e.features.iter().position(|f| f == name) {
+            Some(j) if !missing[j] => missing[j] = true,
+            Some(_) => {
+                return Err(c.fail(
+                    path.key("accepts_missing").index(k),
+                    SpecProblem::FeatureName(format!("feature `{name}` is listed twice")),
+                ))
+            }
+            None => {
+                return Err(c.fail(
+                    path.key("accepts_missing").index(k),
+                    SpecProblem::FeatureName(format!(
+                        "`{name}` is not one of the model's features"
+                    )),
+                ))
+            }
+        }
+    }
     for (t, tree) in e.trees.iter().enumerate() {
         let tpath = path.key("trees").index(t);
+        for (i, node) in tree.nodes.iter().enumerate() {
+            if let (Some(f), None, None) = (node.feature, node.missing, &node.value) {
+                if missing.get(f) == Some(&true) {
+                    return Err(c.fail(
+                        tpath.key("nodes").index(i),
+                        SpecProblem::NodeKind(format!(
+                            "feature `{}` accepts missing values, so this split needs \
+                             `missing: left` or `missing: right`",
+                            e.features[f]
+                        )),
+                    ));
+                }
+            }
+        }
         let values = match tree.output {
             Some(o) if o >= n_outputs => {
                 return Err(c.fail(
@@ -462,7 +496,7 @@ fn check_tree(
             }
             None => {
                 let missing = if node.value.is_some() {
-                    "a leaf must have only `value`".to_owned()
+                    "a leaf must have only `value` (no `missing` side)".to_owned()
                 } else {
                     let names = [
                         ("feature", node.feature.is_none()),

@@ -25,6 +25,7 @@
 //! ```
 
 mod check;
+pub use check::MAX_TREE_NODES;
 pub mod dsl;
 pub mod locate;
 pub mod network;
@@ -101,11 +102,14 @@ pub enum ModelKind {
 /// A tree ensemble: one decision tree, a random forest or gradient-boosted
 /// trees.
 ///
-/// Float semantics: each feature is rounded to `f32` (scikit-learn and
-/// XGBoost both compare in single precision), every tree is walked from
-/// node 0 (left when `x <= threshold` for [`Comparison::Le`], `x <
-/// threshold` for [`Comparison::Lt`]), the reached leaves' values are
-/// aggregated per output ([`Aggregation`]) and `base_score` is added.
+/// Float semantics: each feature is rounded to `f32` when `precision` is
+/// [`Precision::Single`] (scikit-learn trees and XGBoost compare in single
+/// precision; LightGBM and `HistGradientBoosting*` in double), every tree
+/// is walked from node 0 (left when `x <= threshold` for
+/// [`Comparison::Le`], `x < threshold` for [`Comparison::Lt`]; a missing
+/// value, NaN, goes to the split's [`NodeSpec::missing`] side), the reached
+/// leaves' values are aggregated per output ([`Aggregation`]) and
+/// `base_score` is added.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnsembleSpec {
@@ -124,6 +128,15 @@ pub struct EnsembleSpec {
     pub classes: Option<Vec<String>>,
     /// How a split compares a feature with its threshold.
     pub comparison: Comparison,
+    /// The precision the library compares features in.
+    #[serde(default, skip_serializing_if = "Precision::is_single")]
+    pub precision: Precision,
+    /// Features that may be missing (NaN, an empty CSV cell) at prediction
+    /// time: every split on one of them has a [`NodeSpec::missing`] side,
+    /// and the client sends one more bit per such feature. Missing values
+    /// of other features are errors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepts_missing: Vec<String>,
     /// How tree outputs combine.
     pub aggregation: Aggregation,
     /// Added to each aggregated output; its length is the number of outputs.
@@ -148,15 +161,35 @@ pub enum TreeEstimator {
     XgbClassifier,
     /// XGBoost `XGBRegressor`.
     XgbRegressor,
+    /// scikit-learn `ExtraTreesClassifier`.
+    ExtraTreesClassifier,
+    /// scikit-learn `ExtraTreesRegressor`.
+    ExtraTreesRegressor,
+    /// scikit-learn `GradientBoostingClassifier` (binary or multiclass).
+    GradientBoostingClassifier,
+    /// scikit-learn `GradientBoostingRegressor`.
+    GradientBoostingRegressor,
+    /// scikit-learn `HistGradientBoostingClassifier` (numeric features).
+    HistGradientBoostingClassifier,
+    /// scikit-learn `HistGradientBoostingRegressor` (numeric features).
+    HistGradientBoostingRegressor,
+    /// LightGBM `LGBMClassifier` (binary or multiclass).
+    LgbmClassifier,
+    /// LightGBM `LGBMRegressor`.
+    LgbmRegressor,
 }
 
 impl TreeEstimator {
     /// The task this estimator solves.
     pub fn task(self) -> Task {
         match self {
-            Self::DecisionTreeClassifier | Self::RandomForestClassifier | Self::XgbClassifier => {
-                Task::Classification
-            }
+            Self::DecisionTreeClassifier
+            | Self::RandomForestClassifier
+            | Self::XgbClassifier
+            | Self::ExtraTreesClassifier
+            | Self::GradientBoostingClassifier
+            | Self::HistGradientBoostingClassifier
+            | Self::LgbmClassifier => Task::Classification,
             _ => Task::Regression,
         }
     }
@@ -169,11 +202,31 @@ impl TreeEstimator {
         )
     }
 
-    /// The links its predictions may use.
+    /// Whether the model is boosted: its trees' outputs are summed into
+    /// margins.
+    pub fn boosted(self) -> bool {
+        matches!(
+            self,
+            Self::XgbClassifier
+                | Self::XgbRegressor
+                | Self::GradientBoostingClassifier
+                | Self::GradientBoostingRegressor
+                | Self::HistGradientBoostingClassifier
+                | Self::HistGradientBoostingRegressor
+                | Self::LgbmClassifier
+                | Self::LgbmRegressor
+        )
+    }
+
+    /// The links its predictions may use: boosted classifiers output
+    /// margins (sigmoid, softmax), boosted regressors a value or a log
+    /// (Poisson, Gamma, Tweedie objectives: exp); scikit-learn trees and
+    /// forests output probabilities or values.
     pub fn allowed_links(self) -> &'static [Link] {
-        match self {
-            Self::XgbClassifier => &[Link::Sigmoid, Link::Softmax],
-            _ => &[Link::Identity],
+        match (self.boosted(), self.task()) {
+            (true, Task::Classification) => &[Link::Sigmoid, Link::Softmax],
+            (true, Task::Regression) => &[Link::Identity, Link::Exp],
+            (false, _) => &[Link::Identity],
         }
     }
 }
@@ -187,6 +240,42 @@ pub enum Comparison {
     Le,
     /// `x < threshold` (XGBoost).
     Lt,
+}
+
+/// The precision a library compares features with thresholds in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Features are rounded to `f32` first (scikit-learn trees, XGBoost).
+    #[default]
+    Single,
+    /// Features are compared as `f64` (LightGBM, `HistGradientBoosting*`).
+    Double,
+}
+
+impl Precision {
+    /// Whether this is the default, [`Precision::Single`].
+    pub fn is_single(&self) -> bool {
+        *self == Self::Single
+    }
+
+    /// A feature value as the library compares it.
+    pub fn round(self, x: f64) -> f64 {
+        match self {
+            Self::Single => f64::from(x as f32),
+            Self::Double => x,
+        }
+    }
+}
+
+/// Where a split sends a sample whose feature is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// To the `left` child.
+    Left,
+    /// To the `right` child.
+    Right,
 }
 
 /// How the trees' outputs combine.
@@ -232,6 +321,11 @@ pub struct NodeSpec {
     /// Leaf: its value per output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<Vec<f64>>,
+    /// Split: where a missing value goes (the library's learned default
+    /// branch). Required on splits of [`EnsembleSpec::accepts_missing`]
+    /// features.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<Side>,
 }
 
 /// A checked node, as [`NodeSpec::kind`] reads it.
@@ -261,6 +355,7 @@ impl NodeSpec {
             left: Some(left),
             right: Some(right),
             value: None,
+            missing: None,
         }
     }
 
@@ -272,6 +367,7 @@ impl NodeSpec {
             left: None,
             right: None,
             value: Some(value),
+            missing: None,
         }
     }
 
@@ -285,6 +381,7 @@ impl NodeSpec {
             self.right,
             &self.value,
         ) {
+            (None, None, None, None, Some(_)) if self.missing.is_some() => None,
             (Some(feature), Some(threshold), Some(left), Some(right), None) => Some(Node::Split {
                 feature,
                 threshold,
@@ -303,6 +400,14 @@ impl EnsembleSpec {
         self.base_score.len()
     }
 
+    /// Per feature, whether it is listed in `accepts_missing`.
+    pub fn missing_mask(&self) -> Vec<bool> {
+        self.features
+            .iter()
+            .map(|f| self.accepts_missing.contains(f))
+            .collect()
+    }
+
     /// The float model's scores for one sample (see the type's docs).
     ///
     /// The spec must have passed [`ModelSpec::check`].
@@ -318,10 +423,14 @@ impl EnsembleSpec {
                         left,
                         right,
                     }) => {
-                        let v = f64::from(x[feature] as f32);
-                        let go_left = match self.comparison {
-                            Comparison::Le => v <= threshold,
-                            Comparison::Lt => v < threshold,
+                        let v = self.precision.round(x[feature]);
+                        let go_left = if v.is_nan() {
+                            tree.nodes[i].missing == Some(Side::Left)
+                        } else {
+                            match self.comparison {
+                                Comparison::Le => v <= threshold,
+                                Comparison::Lt => v < threshold,
+                            }
                         };
                         i = if go_left { left } else { right };
                     }
@@ -720,6 +829,15 @@ impl ModelSpec {
             ModelKind::Linear(l) => &l.features,
             ModelKind::Ensemble(e) => &e.features,
             ModelKind::Network(n) => &n.features,
+        }
+    }
+
+    /// Per feature, whether the model takes a missing value there (only
+    /// ensembles with `accepts_missing` do).
+    pub fn accepts_missing(&self) -> Vec<bool> {
+        match &self.model {
+            ModelKind::Ensemble(e) => e.missing_mask(),
+            _ => vec![false; self.features().len()],
         }
     }
 

@@ -294,7 +294,10 @@ mod tests {
         assert_eq!(err.to_string(), "t.csv: missing column `b`");
         let err =
             Dataset::from_csv_str("a\n1\nx\n", Path::new("t.csv"), &names(&["a"])).unwrap_err();
-        assert_eq!(err.to_string(), "t.csv:3: column `a`: `x` is not a number");
+        assert_eq!(
+            err.to_string(),
+            "t.csv:3: column `a`: `x` is not a finite number"
+        );
         let err =
             Dataset::from_csv_str("a\ninf\n", Path::new("t.csv"), &names(&["a"])).unwrap_err();
         assert_eq!(

@@ -302,10 +302,10 @@ mod tests {
     #[test]
     fn refuses_what_does_not_fit() {
         let err = |b: &[u8]| parse(b).unwrap_err().to_string();
-        // A count of 2^62 float64s in a 20-byte file.
+        // A count of 2^62 float64s in a 17-byte file.
         let e = err(b"[$D#L\x40\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00");
         assert!(
-            e.starts_with("byte 3: length 4611686018427387904 does not fit"),
+            e.starts_with("byte 4: length 4611686018427387904 does not fit"),
             "{e}"
         );
         assert!(err(b"[$D#i\xff").contains("length -1 does not fit"));

@@ -932,9 +932,11 @@ def spec_paths(args: Sequence[str]) -> List[str]:
                     continue
                 path = os.path.join(a, f)
                 with open(path) as fh:
-                    if "\n  ensemble:" in fh.read():
-                        # tree spec: checked by tools/export_trees.py verify
-                        continue
+                    text = fh.read()
+                if "\n  ensemble:" in text or "\n  network:" in text:
+                    # tree spec: checked by tools/export_trees.py verify;
+                    # network spec: by tools/export_torch.py verify
+                    continue
                 out.append(path)
         else:
             out.append(a)

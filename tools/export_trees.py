@@ -36,13 +36,19 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-if HERE not in sys.path:
+if not __package__ and HERE not in sys.path:  # run as a script
     sys.path.insert(0, HERE)
 
-from export_sklearn import (FORMAT, NAME_RE, check_feature_names, fmt_float,  # noqa: E402
-                            float_list, load_dataset, read_csv, str_list, write_csv,
-                            write_quantization_and_data, yaml_str, _check_keys,
-                            _check_floats)
+try:  # imported as tools.export_trees (e.g. by tools/cml_export)
+    from .export_sklearn import (FORMAT, NAME_RE, check_feature_names, fmt_float,
+                                 float_list, load_dataset, read_csv, str_list, write_csv,
+                                 write_quantization_and_data, yaml_str, _check_keys,
+                                 _check_floats)
+except ImportError:  # run as a script: tools/ is on sys.path
+    from export_sklearn import (FORMAT, NAME_RE, check_feature_names, fmt_float,  # noqa: E402
+                                float_list, load_dataset, read_csv, str_list, write_csv,
+                                write_quantization_and_data, yaml_str, _check_keys,
+                                _check_floats)
 
 XGB_SCORE_RTOL = 1e-5      # XGBoost sums leaves in float32
 SK_SCORE_ATOL = 1e-9
@@ -162,7 +168,10 @@ def xgb_json_to_ensemble(json_path: str, feature_names: Optional[Sequence[str]] 
     learner = j["learner"]
     obj = learner["objective"]["name"]
     mp = learner["learner_model_param"]
-    base = float(np.float32(float(mp["base_score"])))
+    # "5E-1" (XGBoost 1.x) or a bracketed vector "[5E-1]" / "[1E0,2E0]" (2.x/3.x)
+    bases = [float(np.float32(float(v))) for v in
+             str(mp["base_score"]).strip().strip("[]").split(",") if v.strip()]
+    base = bases[0]
     num_class = int(mp.get("num_class", "0"))
     n_feat = int(mp["num_feature"])
     booster = learner["gradient_booster"]
@@ -178,7 +187,7 @@ def xgb_json_to_ensemble(json_path: str, feature_names: Optional[Sequence[str]] 
         n_classes = 2
     elif obj in ("multi:softprob", "multi:softmax"):
         kind, task, link, n_out = "xgb_classifier", "classification", "softmax", num_class
-        base_margin = [base] * num_class
+        base_margin = bases if len(bases) == num_class else [base] * num_class
         n_classes = num_class
     elif obj == "reg:squarederror":
         kind, task, link, n_out = "xgb_regressor", "regression", "identity", 1

@@ -356,12 +356,18 @@ fn import_onnx(a: ImportArgs) -> Result<(), cml::Error> {
 fn write_spec(spec: &cml::ModelSpec, out: Option<&std::path::Path>) -> Result<(), cml::Error> {
     let yaml = spec.to_yaml();
     match out {
-        Some(path) => std::fs::write(path, yaml).map_err(|source| {
-            cml::Error::Data(cml::DataError::Io {
+        Some(path) => {
+            let write = || -> std::io::Result<()> {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(path, yaml)
+            };
+            write().map_err(|source| cml::Error::Write {
                 file: path.to_path_buf(),
                 source,
-            })
-        })?,
+            })?
+        }
         None => print!("{yaml}"),
     }
     Ok(())

@@ -173,3 +173,94 @@ fn import_onnx_then_inspect() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn cml_in(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cml"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn import_writes_data_paths_relative_to_the_spec() {
+    let dir = std::env::temp_dir().join(format!("cml-import-paths-{}", std::process::id()));
+    let out = dir.join("elsewhere").join("m.yaml");
+    let fixtures = "tests/fixtures/import/xgboost-3.2.0";
+    // The old command name, relative data paths from the repository root, a
+    // spec written into another directory.
+    let (ok, _, stderr) = cml(&[
+        "import-xgboost",
+        &format!("{fixtures}/missing.ubj"),
+        "--train",
+        &format!("{fixtures}/missing.train.csv"),
+        "--test",
+        &format!("{fixtures}/missing.test.csv"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let train = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("train: "))
+        .unwrap()
+        .trim_matches('"');
+    assert!(
+        !std::path::Path::new(train).is_absolute() && train.ends_with("missing.train.csv"),
+        "{train}"
+    );
+    let loaded = cml::ModelSpec::load(&out).unwrap();
+    assert_eq!(
+        loaded.train_path().unwrap().canonicalize().unwrap(),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(fixtures)
+            .join("missing.train.csv")
+            .canonicalize()
+            .unwrap()
+    );
+    // `cml run` finds the data from any working directory, missing cells
+    // included.
+    let (ok, stdout, stderr) = cml_in(&dir, &["run", "elsewhere/m.yaml", "--no-fhe"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("missing values, routed as the model's missing sides"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("predictions equal to the saved ones"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_missing_cell_for_a_linear_model_names_file_line_and_column() {
+    let dir = std::env::temp_dir().join(format!("cml-missing-cell-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["iris_logreg.yaml", "iris_logreg.train.csv"] {
+        std::fs::copy(format!("specs/{f}"), dir.join(f)).unwrap();
+    }
+    let test = std::fs::read_to_string("specs/iris_logreg.test.csv").unwrap();
+    let mut lines: Vec<String> = test.lines().map(str::to_owned).collect();
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let column = header[2].to_owned();
+    let mut cells: Vec<String> = lines[3].split(',').map(str::to_owned).collect();
+    cells[2].clear();
+    lines[3] = cells.join(",");
+    std::fs::write(dir.join("iris_logreg.test.csv"), lines.join("\n") + "\n").unwrap();
+    let (ok, _, stderr) = cml_in(&dir, &["run", "iris_logreg.yaml", "--no-fhe"]);
+    assert!(!ok);
+    assert!(stderr.contains("iris_logreg.test.csv:4: "), "{stderr}");
+    assert!(
+        stderr.contains(&format!("column `{column}`: missing value")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -407,6 +407,14 @@ pub enum Error {
     /// See [`ImportError`].
     #[error(transparent)]
     Import(#[from] ImportError),
+    /// An output file (a spec, a report) could not be written.
+    #[error("{}: cannot write: {source}", file.display())]
+    Write {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// Result with this crate's [`Error`](enum@Error).

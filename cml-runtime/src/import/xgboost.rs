@@ -377,19 +377,22 @@ fn convert(root: Root, file: PathBuf, options: &ImportOptions) -> Result<ModelSp
         }
     };
     // base_score is in the objective's output space; the trees add margins.
+    // XGBoost converts it in single precision (`ProbToMargin` on a float),
+    // and so do we, to reproduce its margins to the last bit it keeps.
     let base: Vec<f64> = base_scores
         .iter()
         .map(|&b| match objective {
             "binary:logistic" => {
-                if b > 0.0 && b < 1.0 {
-                    Ok((b / (1.0 - b)).ln())
+                let p = b as f32;
+                if p > 0.0 && p < 1.0 {
+                    Ok(f64::from(-(1.0 / p - 1.0).ln()))
                 } else {
                     Err(format!("{b} is not a probability in (0, 1)"))
                 }
             }
             _ if link == Link::Exp => {
-                if b > 0.0 {
-                    Ok(b.ln())
+                if b as f32 > 0.0 {
+                    Ok(f64::from((b as f32).ln()))
                 } else {
                     Err(format!("{b} is not positive, as `{objective}` needs"))
                 }

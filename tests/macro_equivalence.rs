@@ -194,6 +194,64 @@ fn tree_ensembles_match_the_runtime() {
     );
 }
 
+fhe_model!(IrisLgbm = "specs/iris_lgbm.yaml");
+fhe_model!(BreastCancerXgbMissing = "specs/breast_cancer_xgb_missing.yaml");
+
+#[test]
+fn models_imported_from_library_files_match_the_runtime() {
+    check_equivalent!(
+        IrisLgbm,
+        iris_lgbm,
+        "specs/iris_lgbm.yaml",
+        |g: &iris_lgbm::Prediction, w: &cml::Prediction| {
+            same_class(
+                g.class,
+                g.class.index(),
+                &iris_lgbm::Class::ALL,
+                &g.scores,
+                w,
+            );
+        }
+    );
+}
+
+/// Missing values through the generated API: NaN features quantize, predict
+/// and encrypt as the runtime does (107 PBS per sample: clear on every test
+/// sample, FHE on one with missing values).
+#[test]
+fn generated_models_take_missing_values() {
+    let spec = "specs/breast_cancer_xgb_missing.yaml";
+    let (loaded, test, _) = report::load(std::path::Path::new(spec)).unwrap();
+    let runtime = CompiledModel::compile(&loaded.spec, &CompileOptions::default()).unwrap();
+    assert_eq!(BreastCancerXgbMissing::program(), &runtime.program);
+    assert_eq!(BreastCancerXgbMissing::params(), &runtime.params);
+    let clear = runtime.predict(test.features.view(), Mode::Clear).unwrap();
+    let mut with_missing = None;
+    for (i, row) in test.features.rows().into_iter().enumerate() {
+        let x: [f64; BreastCancerXgbMissing::N_FEATURES] =
+            BreastCancerXgbMissing::row(row).unwrap();
+        assert_eq!(
+            BreastCancerXgbMissing::quantize(&x).unwrap().to_vec(),
+            runtime.quantize(&x).unwrap()
+        );
+        let g = BreastCancerXgbMissing::predict(&x).unwrap();
+        assert_eq!(Some(g.class.index()), clear[i].class(), "sample {i}");
+        assert_eq!(
+            g.scores.as_slice(),
+            clear[i].scores.as_slice(),
+            "sample {i}"
+        );
+        if with_missing.is_none() && x.iter().any(|v| v.is_nan()) {
+            with_missing = Some((x, g));
+        }
+    }
+    let (x, g) = with_missing.expect("the test split has missing values");
+    let (client, server) = BreastCancerXgbMissing::keygen();
+    let ct = BreastCancerXgbMissing::encrypt(&client, &x).unwrap();
+    let out = BreastCancerXgbMissing::run(&server, &ct).unwrap();
+    assert_eq!(BreastCancerXgbMissing::decrypt(&client, &out).unwrap(), g);
+}
+
 fhe_model!(DigitsMlp = "specs/digits_mlp.yaml");
 
 /// A network spec compiles into the same program and parameters as the

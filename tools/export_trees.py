@@ -768,7 +768,7 @@ def update_specs_readme(path: str, entries: List[dict], verified: Dict[str, dict
              "(scikit-learn) or the margin `predict(output_margin=True)` (XGBoost), for "
              "regressors the prediction. Specs use `input_bits: 6`.",
              "The XGBoost models ship as XGBoost's own JSON (`<name>.xgb.json`); their `cml/v1` "
-             "spec is produced by the Rust importer: `cargo run --release -- import-xgboost "
+             "spec is produced by the Rust importer: `cargo run --release -- import "
              "specs/<name>.xgb.json --name <name> --train specs/<name>.train.csv --test "
              "specs/<name>.test.csv [--classes malignant,benign] -o specs/<name>.yaml`.", "",
              "| file(s) | dataset | estimator | features | n_train | n_test | float test metric |",

@@ -1,4 +1,4 @@
-//! Importers from other libraries' model files into a [`ModelSpec`](crate::ModelSpec):
+//! Importers from other libraries' model files into a [`ModelSpec`]:
 //! XGBoost JSON and UBJSON ([`xgboost`]), LightGBM text models
 //! ([`lightgbm`]) and ONNX networks ([`onnx`]). [`detect`] tells the formats
 //! apart by their first bytes and [`tree_file`] reads any tree-ensemble one.

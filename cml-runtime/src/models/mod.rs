@@ -355,7 +355,7 @@ impl CompiledModel {
         match x
             .iter()
             .enumerate()
-            .position(|(j, v)| !v.is_finite() && !(v.is_nan() && missing_ok(j)))
+            .position(|(j, v)| !(v.is_finite() || (v.is_nan() && missing_ok(j))))
         {
             Some(feature) => Err(DataError::NotFinite {
                 row,

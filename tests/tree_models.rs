@@ -163,7 +163,7 @@ fn malformed_xgboost_json_gives_clear_errors() {
         (
             "\"5E-1\"",
             "\"nan\"",
-            "base_score: `nan` is not a finite number",
+            "base_score: `nan` is neither a finite number nor a bracketed list of them",
         ),
         (
             "\"tree_info\": [0]",

@@ -208,6 +208,8 @@ def xgb_json_to_ensemble(json_path: str, feature_names: Optional[Sequence[str]] 
     for ti, t in enumerate(model["trees"]):
         lc, rc = t["left_children"], t["right_children"]
         si, sc = t["split_indices"], t["split_conditions"]
+        # XGBoost sends a missing value (NaN) to the default_left side (0/1 or booleans).
+        dl = t.get("default_left") or []
         nodes = []
         for i in range(len(lc)):
             if lc[i] == -1:
@@ -216,8 +218,11 @@ def xgb_json_to_ensemble(json_path: str, feature_names: Optional[Sequence[str]] 
                 f = int(si[i])
                 if not 0 <= f < n_feat:
                     raise ValueError(f"tree {ti} node {i}: feature {f} out of range")
-                nodes.append({"feature": f, "threshold": _xgb_float(sc[i]),
-                              "left": int(lc[i]), "right": int(rc[i])})
+                node = {"feature": f, "threshold": _xgb_float(sc[i]),
+                        "left": int(lc[i]), "right": int(rc[i])}
+                if i < len(dl):
+                    node["missing"] = "left" if int(dl[i]) else "right"
+                nodes.append(node)
         trees.append({"output": int(tree_info[ti]) if n_out > 1 else None, "nodes": nodes})
     version = ".".join(str(v) for v in j.get("version", []))
     sk_est = {"xgb_classifier": "XGBClassifier", "xgb_regressor": "XGBRegressor"}[kind]
@@ -265,8 +270,9 @@ def render_ensemble_spec(ens: Ensemble, *, name: str, description: str, ranges,
             if "value" in n:
                 w(f"          - {{value: {float_list(n['value'])}}}\n")
             else:
+                miss = f", missing: {n['missing']}" if n.get("missing") else ""
                 w(f"          - {{feature: {n['feature']}, threshold: {fmt_float(n['threshold'])}, "
-                  f"left: {n['left']}, right: {n['right']}}}\n")
+                  f"left: {n['left']}, right: {n['right']}{miss}}}\n")
     write_quantization_and_data(w, {"input_bits": input_bits, "leaf_bits": leaf_bits},
                                 ranges, data)
     return out.getvalue()

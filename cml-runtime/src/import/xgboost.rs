@@ -385,7 +385,8 @@ fn convert(root: Root, file: PathBuf, options: &ImportOptions) -> Result<ModelSp
             "binary:logistic" => {
                 let p = b as f32;
                 if p > 0.0 && p < 1.0 {
-                    Ok(f64::from(-(1.0 / p - 1.0).ln()))
+                    // `+ 0.0`: p = 0.5 gives a margin of +0, not −0.
+                    Ok(f64::from(-(1.0 / p - 1.0).ln()) + 0.0)
                 } else {
                     Err(format!("{b} is not a probability in (0, 1)"))
                 }

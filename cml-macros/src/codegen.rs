@@ -229,6 +229,10 @@ pub fn generate(
         quote!(::cml_runtime::embed::TableImage { name: #tname, offset: #offset, entries: &[#(#entries),*] })
     });
     let outputs = model.program.outputs.iter().map(|&o| usize_lit(o));
+    let exclusive = model.program.exclusive.iter().map(|group| {
+        let members = group.iter().map(|&v| usize_lit(v));
+        quote!(&[#(#members),*])
+    });
     let standardize = match &model.encoder.standardize {
         Some(s) => {
             let (m, sc) = (f64s(&s.mean), f64s(&s.scale));
@@ -412,6 +416,7 @@ pub fn generate(
                     ops: &[#(#ops),*],
                     tables: &[#(#tables),*],
                     outputs: &[#(#outputs),*],
+                    exclusive: &[#(#exclusive),*],
                 },
                 standardize: #standardize,
                 quantizers: &[#(#quantizers),*],

@@ -30,6 +30,9 @@ pub struct ProgramImage {
     pub tables: &'static [TableImage],
     /// Output value ids.
     pub outputs: &'static [usize],
+    /// Groups of values of which at most one is nonzero
+    /// ([`Program::exclusive`]).
+    pub exclusive: &'static [&'static [usize]],
 }
 
 /// One op as constants (see [`Op`]).
@@ -132,6 +135,7 @@ impl ProgramImage {
             });
         }
         p.outputs = self.outputs.to_vec();
+        p.exclusive = self.exclusive.iter().map(|g| g.to_vec()).collect();
         p
     }
 }

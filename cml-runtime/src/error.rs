@@ -318,6 +318,19 @@ pub enum ProgramError {
         /// The limit.
         max: u32,
     },
+    /// Two members of an exclusive group are nonzero on one input: the
+    /// program's claim (and the ranges built on it) is wrong.
+    #[error(
+        "values {} and {} of exclusive group {group} are both nonzero",
+        values.0,
+        values.1
+    )]
+    NotExclusive {
+        /// The group's index in [`Program::exclusive`](crate::program::Program::exclusive).
+        group: usize,
+        /// Two nonzero members.
+        values: (usize, usize),
+    },
     /// Input count does not match.
     #[error("program takes {expected} inputs, got {found}")]
     Arity {

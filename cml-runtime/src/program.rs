@@ -160,6 +160,13 @@ pub struct Program {
     pub tables: Vec<Table>,
     /// Values returned (decrypted by the client).
     pub outputs: Vec<ValueId>,
+    /// Groups of values of which at most one is nonzero for any input (the
+    /// leaves of one tree: exactly one is reached). A sum over members of
+    /// one group then spans the hull of its terms, not their total, which
+    /// can save bits of message space; [`eval_clear`](Self::eval_clear)
+    /// checks the claim on every run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclusive: Vec<Vec<ValueId>>,
 }
 
 /// Where a value's noise comes from, as sums of squared weights over fresh
@@ -215,6 +222,32 @@ impl Program {
             ops: Vec::new(),
             tables: Vec::new(),
             outputs: Vec::new(),
+            exclusive: Vec::new(),
+        }
+    }
+
+    /// Declares that at most one of `values` is nonzero for any input (see
+    /// [`exclusive`](Self::exclusive)); duplicates are dropped.
+    ///
+    /// ```
+    /// use cml_runtime::program::{Interval, Op, Program, Table};
+    ///
+    /// // Two one-hot flags of x: never both set.
+    /// let mut p = Program::new(vec![Interval::new(0, 3)]);
+    /// let low = p.add_table(Table::from_fn("low", 0..=3, |x| if x < 2 { 40 } else { 0 }));
+    /// let high = p.add_table(Table::from_fn("high", 0..=3, |x| if x < 2 { 0 } else { 50 }));
+    /// let a = p.push(Op::Lut { input: 0, table: low });
+    /// let b = p.push(Op::Lut { input: 0, table: high });
+    /// let sum = p.push(Op::Linear { terms: vec![(a, 1), (b, 1)], constant: 0 });
+    /// assert_eq!(p.analyze().unwrap().values[sum].range, Interval::new(0, 90));
+    /// p.add_exclusive(vec![a, b]);
+    /// assert_eq!(p.analyze().unwrap().values[sum].range, Interval::new(0, 50));
+    /// ```
+    pub fn add_exclusive(&mut self, mut values: Vec<ValueId>) {
+        values.sort_unstable();
+        values.dedup();
+        if values.len() > 1 {
+            self.exclusive.push(values);
         }
     }
 
@@ -294,6 +327,19 @@ impl Program {
             });
             sources.push(vec![(i, 1.0)]);
         }
+        // Each value's exclusive group (its first, if several), checked.
+        let mut group_of: std::collections::HashMap<ValueId, usize> = Default::default();
+        for (g, group) in self.exclusive.iter().enumerate() {
+            for &v in group {
+                if v >= self.n_values() {
+                    return Err(ProgramError::Dangling {
+                        op: self.ops.len(),
+                        value: v,
+                    });
+                }
+                group_of.entry(v).or_insert(g);
+            }
+        }
         for (i, op) in self.ops.iter().enumerate() {
             let id = n_inputs + i;
             let get = |v: ValueId| {
@@ -306,17 +352,39 @@ impl Program {
                 Op::Linear { terms, constant } => {
                     let (mut lo, mut hi) = (*constant as i128, *constant as i128);
                     let mut combined: std::collections::BTreeMap<usize, f64> = Default::default();
+                    // Net weight of each member of an exclusive group, by group.
+                    let mut grouped: std::collections::BTreeMap<(usize, ValueId), i128> =
+                        Default::default();
                     for &(v, w) in terms {
                         let x = get(v)?;
-                        let (a, b) = (
-                            w as i128 * x.range.lo as i128,
-                            w as i128 * x.range.hi as i128,
-                        );
-                        lo += a.min(b);
-                        hi += a.max(b);
+                        match group_of.get(&v) {
+                            Some(&g) => *grouped.entry((g, v)).or_insert(0) += w as i128,
+                            None => {
+                                let (a, b) = (
+                                    w as i128 * x.range.lo as i128,
+                                    w as i128 * x.range.hi as i128,
+                                );
+                                lo += a.min(b);
+                                hi += a.max(b);
+                            }
+                        }
                         for &(src, c) in &sources[v] {
                             *combined.entry(src).or_insert(0.0) += w as f64 * c;
                         }
+                    }
+                    // At most one member is nonzero: a group adds the hull of
+                    // 0 and of each member's weighted range.
+                    let mut hulls: std::collections::BTreeMap<usize, (i128, i128)> =
+                        Default::default();
+                    for (&(g, v), &w) in &grouped {
+                        let r = values[v].range;
+                        let (a, b) = (w * r.lo as i128, w * r.hi as i128);
+                        let h = hulls.entry(g).or_insert((0, 0));
+                        *h = (h.0.min(a.min(b)), h.1.max(a.max(b)));
+                    }
+                    for (a, b) in hulls.into_values() {
+                        lo += a;
+                        hi += b;
                     }
                     let fits = |v: i128| i64::try_from(v).is_ok();
                     // Keep headroom so spans and offsets stay in range.
@@ -483,6 +551,15 @@ impl Program {
             };
             values.push(v);
         }
+        for (g, group) in self.exclusive.iter().enumerate() {
+            let mut set = group.iter().filter(|&&v| values.get(v).is_some_and(|&x| x != 0));
+            if let (Some(&a), Some(&b)) = (set.next(), set.next()) {
+                return Err(ProgramError::NotExclusive {
+                    group: g,
+                    values: (a, b),
+                });
+            }
+        }
         Ok(self.outputs.iter().map(|&o| values[o]).collect())
     }
 }
@@ -499,6 +576,60 @@ mod tests {
         });
         p.outputs = vec![acc];
         p
+    }
+
+    /// Two leaves of one tree: `a ∈ {0, 40}`, `b ∈ {0, 30}`, never both
+    /// set. Their sum spans the hull [0, 40], a repeated member counts
+    /// with its net weight, and a program whose claim is false is an error
+    /// on the first input that shows it, not a wrong range.
+    #[test]
+    fn exclusive_groups_narrow_sums_and_are_checked() {
+        let mut p = Program::new(vec![Interval::new(0, 3)]);
+        let left = p.add_table(Table::from_fn("left", 0..=3, |x| if x < 2 { 40 } else { 0 }));
+        let right = p.add_table(Table::from_fn("right", 0..=3, |x| if x < 2 { 0 } else { 30 }));
+        let a = p.push(Op::Lut { input: 0, table: left });
+        let b = p.push(Op::Lut { input: 0, table: right });
+        let sum = p.push(Op::Linear {
+            terms: vec![(a, 1), (b, 1), (0, 1)],
+            constant: 5,
+        });
+        let twice = p.push(Op::Linear {
+            terms: vec![(a, 1), (a, 1), (b, 1)],
+            constant: 0,
+        });
+        p.outputs = vec![sum, twice];
+        let wide = p.analyze().unwrap();
+        assert_eq!(wide.values[sum].range, Interval::new(5, 78));
+        assert_eq!(wide.values[twice].range, Interval::new(0, 110));
+        p.add_exclusive(vec![b, a, b]);
+        assert_eq!(p.exclusive, vec![vec![a, b]]);
+        let narrow = p.analyze().unwrap();
+        assert_eq!(narrow.values[sum].range, Interval::new(5, 48));
+        assert_eq!(narrow.values[twice].range, Interval::new(0, 80));
+        // The noise is that of every term, as before.
+        assert_eq!(narrow.values[sum].noise, wide.values[sum].noise);
+        for x in 0..4 {
+            let out = p.eval_clear(&[x]).unwrap();
+            assert!(narrow.values[sum].range.contains(out[0]), "x = {x}");
+            assert!(narrow.values[twice].range.contains(out[1]), "x = {x}");
+        }
+
+        // A false claim: `a` and the input are both nonzero at x = 1.
+        p.add_exclusive(vec![a, 0]);
+        assert_eq!(
+            p.eval_clear(&[1]),
+            Err(ProgramError::NotExclusive {
+                group: 1,
+                values: (0, a)
+            })
+        );
+        assert!(p.eval_clear(&[2]).is_ok());
+        // A group naming a value that does not exist.
+        p.exclusive.push(vec![a, 99]);
+        assert!(matches!(
+            p.analyze(),
+            Err(ProgramError::Dangling { value: 99, .. })
+        ));
     }
 
     #[test]

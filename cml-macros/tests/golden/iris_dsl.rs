@@ -79,6 +79,7 @@ pub mod iris {
             ],
             tables: &[],
             outputs: &[4, 5, 6],
+            exclusive: &[],
         },
         standardize: ::core::option::Option::None,
         quantizers: &[
@@ -112,6 +113,7 @@ pub mod iris {
             },
         ],
         low_bits: ::core::option::Option::None,
+        missing: &[],
         scales: &[0.0004372394627142196, 0.00006966188050023159, 0.0004736760846070712],
         zero_points: &[47394, -5544, -42838],
         task: ::cml_runtime::spec::Task::Classification,

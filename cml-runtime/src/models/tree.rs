@@ -45,7 +45,10 @@
 //!
 //! **Aggregation.** Leaf outputs are written at the output's scale and
 //! summed (leveled) over the whole ensemble with the base score, so the
-//! server returns one encrypted score per output. Binary scikit-learn
+//! server returns one encrypted score per output. Each tree's leaf outputs
+//! form an exclusive group ([`Program::exclusive`]): exactly one leaf is
+//! reached, so a tree adds the hull of its leaf values to the sum's range,
+//! not their total, and the output needs fewer bits of message space. Binary scikit-learn
 //! classifiers output one score, `p(class 1) − p(class 0)`.
 
 use std::collections::HashMap;
@@ -174,6 +177,9 @@ struct Lowerer<'a> {
     stats: TreeStats,
     /// Per output: terms of the final sum, and its constant.
     outputs: Vec<(Vec<(ValueId, i64)>, i64)>,
+    /// Values the current tree's leaves add to the outputs: one leaf is
+    /// reached, so at most one of them is nonzero.
+    tree_values: Vec<ValueId>,
 }
 
 impl Lowerer<'_> {
@@ -322,6 +328,7 @@ impl Lowerer<'_> {
     fn emit(&mut self, o: usize, value: ValueId, weight: i64) {
         if weight != 0 {
             self.outputs[o].0.push((value, weight));
+            self.tree_values.push(value);
         }
     }
 
@@ -595,6 +602,7 @@ pub fn lower_with(
             .iter()
             .map(|b| (Vec::new(), (b / out_scale).round_ties_even() as i64))
             .collect(),
+        tree_values: Vec::new(),
     };
     for tree in &e.trees {
         let values = |i: usize| -> Vec<(usize, i64)> {
@@ -607,6 +615,8 @@ pub fn lower_with(
             }
         };
         l.tree(&tree.nodes, &values);
+        let leaves = std::mem::take(&mut l.tree_values);
+        l.b.program.add_exclusive(leaves);
     }
     l.stats.distinct_comparisons = l.comparisons.len();
     let outputs = std::mem::take(&mut l.outputs);

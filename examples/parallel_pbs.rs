@@ -1,5 +1,6 @@
 //! Latency of one evaluation with several independent table lookups, which
-//! the server runs in parallel (one bootstrap depth at a time). Compare:
+//! the server runs in parallel (each starts as soon as its input is ready).
+//! Compare:
 //!
 //! ```sh
 //! RAYON_NUM_THREADS=1 cargo run --release --example parallel_pbs

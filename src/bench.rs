@@ -88,3 +88,58 @@ pub fn bench_pbs(bits: u32, runs: usize, p_fail: PFail) -> Result<PbsBench, Erro
         runs,
     })
 }
+
+/// The CPU's model name (`/proc/cpuinfo`; "unknown CPU" elsewhere) and
+/// whether it has AVX-512.
+pub fn cpu() -> (String, bool) {
+    let name = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx512 = false;
+    (name, avx512)
+}
+
+/// `cml bench-pbs --calibrate`: measures the cost model's coefficients on
+/// this machine (one thread) and returns them as a profile of this CPU
+/// (without checks: [`check_profile`] adds them).
+#[cfg(feature = "fhe")]
+pub fn calibrate(progress: &mut dyn FnMut(usize, usize)) -> cml_runtime::cost::CostProfile {
+    use cml_runtime::backend::tfhe::calibrate::calibrate;
+
+    // 700 rotation steps, as real small keys have: keys of real size, so
+    // that memory traffic is in the timings.
+    let c = calibrate(false, 700, 3, progress);
+    let (name, avx512) = cpu();
+    cml_runtime::cost::CostProfile::new(&name, avx512, c.model)
+}
+
+/// Estimated against measured latency of one lookup per precision, with the
+/// parameters the process's cost model picks; adds them to `profile`.
+#[cfg(feature = "fhe")]
+pub fn check_profile(
+    profile: &mut cml_runtime::cost::CostProfile,
+    bits: std::ops::RangeInclusive<u32>,
+    runs: usize,
+    p_fail: PFail,
+    mut each: impl FnMut(&PbsBench),
+) -> Result<(), Error> {
+    for b in bits {
+        let bench = bench_pbs(b, runs, p_fail)?;
+        profile.checks.push(cml_runtime::cost::ProfileCheck {
+            bits: b,
+            estimated_ms: bench.params.predicted.pbs_ms,
+            measured_ms: bench.pbs_min.as_secs_f64() * 1e3,
+        });
+        each(&bench);
+    }
+    Ok(())
+}

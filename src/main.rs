@@ -18,6 +18,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Cost profile written by `cml bench-pbs --calibrate`, which the
+    /// parameter optimizer ranks candidates with (default: the file named by
+    /// $CML_COST_PROFILE, else the built-in model).
+    #[arg(long, global = true, value_name = "PROFILE.json")]
+    cost_profile: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -141,6 +146,14 @@ enum Command {
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Measure the cost model's coefficients on this machine first, use
+        /// them, and write them as a cost profile (with the estimated and
+        /// measured latency of each precision).
+        #[arg(long)]
+        calibrate: bool,
+        /// Where --calibrate writes the profile.
+        #[arg(short, long, default_value = "cml-cost-profile.json")]
+        output: PathBuf,
     },
     /// Convert a trained model's own file into a spec: XGBoost (JSON or
     /// UBJSON, 1.x to 3.x), LightGBM (text model) or an ONNX network
@@ -158,6 +171,26 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Calibration installs the model it measures; everything else the one asked for.
+    if !matches!(
+        cli.command,
+        Command::BenchPbs {
+            calibrate: true,
+            ..
+        }
+    ) {
+        let source = cml::cost::CostSource::resolve(cli.cost_profile.as_deref());
+        if let cml::cost::CostSource::Builtin {
+            refused: Some((path, why)),
+        } = &source
+        {
+            eprintln!(
+                "warning: cost profile {} refused ({why}); using the built-in cost model",
+                path.display()
+            );
+        }
+        let _ = cml::cost::install(source);
+    }
     let result = match cli.command {
         Command::Run {
             spec,
@@ -184,6 +217,16 @@ fn main() -> ExitCode {
             runs,
             p_fail,
             json,
+            calibrate: true,
+            output,
+        } => calibrate(from..=to, runs.max(1), p_fail.target(), json, &output),
+        Command::BenchPbs {
+            from,
+            to,
+            runs,
+            p_fail,
+            json,
+            ..
         } => bench_pbs(from, to, runs.max(1), p_fail.target(), json),
     };
     match result {
@@ -496,10 +539,16 @@ fn print_report(r: &Report, model: &CompiledModel) {
         let digits = if f.throughput < 10.0 { 2 } else { 0 };
         println!(
             "throughput {:.*} samples/s batched on {} threads",
-            digits,
-            f.throughput,
-            rayon::current_num_threads()
+            digits, f.throughput, f.threads
         );
+        if r.pbs_count > 0 {
+            println!(
+                "cores      {:.0} % of {} threads in bootstraps one sample at a time, {:.0} % batched",
+                100.0 * f.utilisation,
+                f.threads,
+                100.0 * f.utilisation_batched
+            );
+        }
         println!(
             "sizes      client key {}, evaluation keys {} (seeded), input {} (seeded), output {}",
             fmt_bytes(f.client_key_bytes),
@@ -515,16 +564,94 @@ fn print_report(r: &Report, model: &CompiledModel) {
     );
 }
 
+const BENCH_HEADER: &str = "bits  N      k  n     PBS lvl  KS lvl  p_fail/PBS  estimate   measured (min)        keygen    eval keys (seeded)  correct";
+
 fn bench_pbs(from: u32, to: u32, runs: usize, p_fail: PFail, json: bool) -> Result<(), cml::Error> {
     if !json {
-        println!("bits  N      k  n     PBS lvl  KS lvl  p_fail/PBS  estimate   measured (min)        keygen    eval keys (seeded)  correct");
+        println!("cost model: {}", cml::cost::active_source());
+        println!("{BENCH_HEADER}");
     }
     for bits in from.max(1)..=to.min(cml::program::MAX_TABLE_BITS) {
         let b = cml::bench::bench_pbs(bits, runs, p_fail)?;
-        if json {
-            println!("{}", serde_json::to_string(&b).unwrap_or_default());
-            continue;
-        }
+        print_bench(&b, json);
+    }
+    Ok(())
+}
+
+/// `cml bench-pbs --calibrate`: measure, install, check each precision, save.
+fn calibrate(
+    bits: std::ops::RangeInclusive<u32>,
+    runs: usize,
+    p_fail: PFail,
+    json: bool,
+    output: &std::path::Path,
+) -> Result<(), cml::Error> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} points")
+            .expect("valid template"),
+    );
+    let mut profile = cml::bench::calibrate(&mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    let m = profile.model;
+    if !json {
+        println!(
+            "fitted on {} ({}AVX-512): blind-rotation step {:.3} ns per FFT unit + {:.3} ns per product unit, \
+             {:.0} µs fixed per PBS; keyswitch {:.3} ns per unit",
+            profile.cpu,
+            if profile.avx512 { "" } else { "no " },
+            m.fft,
+            m.product,
+            m.fixed / 1e3,
+            m.keyswitch
+        );
+    }
+    let installed = cml::cost::CostSource::Profile {
+        path: output.to_path_buf(),
+        profile: profile.clone(),
+    };
+    if cml::cost::install(installed).is_err() {
+        return Err(cml::FheError::Mismatch("a cost model was already in use".into()).into());
+    }
+    if !json {
+        println!("{BENCH_HEADER}");
+    }
+    let lo = (*bits.start()).max(1);
+    let hi = (*bits.end()).min(cml::program::MAX_TABLE_BITS);
+    cml::bench::check_profile(&mut profile, lo..=hi, runs, p_fail, |b| {
+        print_bench(b, json)
+    })?;
+    std::fs::write(output, profile.to_json()).map_err(|source| cml::Error::Write {
+        file: output.to_path_buf(),
+        source,
+    })?;
+    if !json {
+        let worst = profile
+            .checks
+            .iter()
+            .map(|c| (c.estimated_ms / c.measured_ms - 1.0).abs())
+            .fold(0.0f64, f64::max);
+        println!(
+            "estimates within {:.1} % of the measured latency; profile written to {} \
+             (use it with --cost-profile {} or CML_COST_PROFILE)",
+            100.0 * worst,
+            output.display(),
+            output.display()
+        );
+    }
+    Ok(())
+}
+
+fn print_bench(b: &cml::bench::PbsBench, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(b).unwrap_or_default());
+        return;
+    }
+    {
+        let bits = b.bits;
         let p = b.params.pbs.unwrap_or(cml::params::PbsParams {
             lwe_dimension: 0,
             glwe_dimension: 0,
@@ -554,7 +681,6 @@ fn bench_pbs(from: u32, to: u32, runs: usize, p_fail: PFail, json: bool) -> Resu
             b.runs
         );
     }
-    Ok(())
 }
 
 fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
@@ -719,6 +845,7 @@ fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
         .sum();
     // About 0.4 ns per multiply-add of a ciphertext coefficient on this class of machine.
     let leveled_ms = leveled_terms as f64 * (p.input_lwe_dimension + 1) as f64 * 0.4e-6;
+    println!("cost model: {}", cml::cost::active_source());
     println!(
         "estimated server cost: {:.3} ms leveled + {} PBS × {:.1} ms = {:.2} ms per prediction (one core)",
         leveled_ms,

@@ -79,6 +79,13 @@ pub struct FheReport {
     pub latency_run: Duration,
     /// Samples per second when all test samples run in parallel.
     pub throughput: f64,
+    /// Threads of the pool the runs used (rayon's, one per core by default).
+    pub threads: usize,
+    /// Share of the threads' time spent in bootstraps while one sample runs
+    /// at a time (over the latency samples).
+    pub utilisation: f64,
+    /// The same while all test samples run in parallel.
+    pub utilisation_batched: f64,
     /// Serialized client key, bytes.
     pub client_key_bytes: usize,
     /// Serialized seeded evaluation keys, bytes.
@@ -287,7 +294,7 @@ fn measure_fhe(
     progress: &(dyn Fn() + Sync),
     latency_samples: usize,
 ) -> Result<FheReport, Error> {
-    use cml_runtime::backend::tfhe::ClientKey;
+    use cml_runtime::backend::tfhe::{ClientKey, RunStats};
 
     let t = Instant::now();
     let client = ClientKey::generate(&model.params);
@@ -301,47 +308,64 @@ fn measure_fhe(
     let rows: Vec<Vec<f64>> = x.rows().into_iter().map(|r| r.to_vec()).collect();
 
     // One sample at a time, as Concrete ML runs.
+    let threads = rayon::current_num_threads();
     let mut e2e = Vec::new();
     let mut run = Vec::new();
+    let (mut busy, mut wall) = (Duration::ZERO, Duration::ZERO);
     let (mut input_bytes, mut output_bytes) = (0, 0);
     for r in rows.iter().cycle().take(latency_samples.max(1)) {
         let t0 = Instant::now();
         let ct = model.encrypt(&client, r)?;
         let t1 = Instant::now();
-        let out = server.run(&model.program, &ct)?;
+        let (out, stats) = server.run_with_stats(&model.program, &ct)?;
         let t2 = Instant::now();
         let _ = model.decrypt(&client, &out)?;
         e2e.push(t0.elapsed());
         run.push(t2 - t1);
+        busy += stats.busy;
+        wall += stats.wall;
         input_bytes = ct.to_bytes()?.len();
         output_bytes = out.to_bytes()?.len();
     }
 
+    let utilisation = RunStats {
+        busy,
+        wall,
+        ..RunStats::default()
+    }
+    .utilisation(threads);
+
     // All samples in parallel.
     let t = Instant::now();
-    let results: Vec<(Vec<i64>, Prediction)> = rows
+    let results: Vec<(Vec<i64>, Prediction, Duration)> = rows
         .par_iter()
         .map(|r| -> Result<_, Error> {
             let ct = model.encrypt(&client, r)?;
-            let out = server.run(&model.program, &ct)?;
+            let (out, stats) = server.run_with_stats(&model.program, &ct)?;
             let ints = model.decrypt_integers(&client, &out)?;
             let p = model.decode(&ints);
             progress();
-            Ok((ints, p))
+            Ok((ints, p, stats.busy))
         })
         .collect::<Result<_, _>>()?;
     let elapsed = t.elapsed();
+    let utilisation_batched = RunStats {
+        busy: results.iter().map(|(_, _, busy)| *busy).sum(),
+        wall: elapsed,
+        ..RunStats::default()
+    }
+    .utilisation(threads);
     let agreement = rows
         .iter()
         .zip(&results)
-        .map(|(r, (ints, _))| -> Result<bool, Error> {
+        .map(|(r, (ints, _, _))| -> Result<bool, Error> {
             Ok(model.program.eval_clear(&model.quantize(r)?)? == *ints)
         })
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .filter(|&same| same)
         .count();
-    let predictions: Vec<Prediction> = results.into_iter().map(|(_, p)| p).collect();
+    let predictions: Vec<Prediction> = results.into_iter().map(|(_, p, _)| p).collect();
     Ok(FheReport {
         score: Score::of(model.spec.task(), &predictions, truth),
         agreement,
@@ -350,6 +374,9 @@ fn measure_fhe(
         latency: median(e2e),
         latency_run: median(run),
         throughput: rows.len() as f64 / elapsed.as_secs_f64(),
+        threads,
+        utilisation,
+        utilisation_batched,
         client_key_bytes,
         evaluation_key_bytes,
         input_bytes,

@@ -3,16 +3,7 @@
 use std::process::Command;
 
 fn cml(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cml"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    cml_in(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), args)
 }
 
 #[test]
@@ -125,6 +116,69 @@ fn bench_pbs_reports_parameters_and_correct_lookups() {
         );
         assert!(b["evaluation_key_bytes"].as_u64().unwrap() > 1_000_000);
     }
+}
+
+/// `bench-pbs --calibrate` measures this machine, writes a profile that
+/// loads, and reports estimated against measured latency; `inspect` then
+/// says which cost model it uses: the profile, or the built-in one with the
+/// reason a bad profile was refused.
+#[test]
+fn calibrated_profiles_are_written_used_and_refused_with_a_reason() {
+    let dir = std::env::temp_dir().join(format!("cml-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("profile.json");
+    let p = path.to_str().unwrap();
+    let (ok, stdout, stderr) = cml(&[
+        "bench-pbs",
+        "--calibrate",
+        "--from",
+        "3",
+        "--to",
+        "3",
+        "--runs",
+        "3",
+        "-o",
+        p,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("fitted on "), "{stdout}");
+    assert!(stdout.contains("profile written to"), "{stdout}");
+    let profile = cml::cost::CostProfile::load(&path).unwrap();
+    assert_eq!(profile.checks.len(), 1);
+    let check = profile.checks[0];
+    assert_eq!(check.bits, 3);
+    assert!(
+        check.estimated_ms > 0.0 && check.measured_ms > 0.0,
+        "{check:?}"
+    );
+
+    let (ok, stdout, stderr) = cml(&["inspect", "specs/iris_tree.yaml", "--cost-profile", p]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(&format!("cost model: profile {p} ({}", profile.cpu)),
+        "{stdout}"
+    );
+
+    // A profile from another format: refused, said so, built-in model used.
+    std::fs::write(&path, "{\"format\": \"cml-cost-profile/v0\"}").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cml"))
+        .args(["inspect", "specs/iris_tree.yaml"])
+        .env("CML_COST_PROFILE", &path)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("warning: cost profile {p} refused"))
+            && stderr.contains("format `cml-cost-profile/v0`"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("cost model: built-in"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `cml import-onnx` writes a spec whose data paths resolve from where it

@@ -128,15 +128,47 @@ fn server_refuses_mismatched_inputs() {
         .run(&wide, &client.encrypt(&[1, 1], &[4, 4]).unwrap())
         .unwrap_err();
     assert!(err.to_string().contains("bits of message space"), "{err}");
-    // A program of the same widths but other needs: not these keys'.
+    // Another program these keys serve (same widths, no more noise): it
+    // runs, and decrypts to the clear result.
     let mut other = p.clone();
     other.tables[0] = Table::from_fn("double", 0..=9, |v| 2 * v);
     other.outputs = vec![other.outputs[0]];
+    let oa = other.analyze().unwrap();
+    let out = server
+        .run(&other, &client.encrypt(&[1, 2], &[5, 5]).unwrap())
+        .unwrap();
+    let oe = Encoding::of(&other, &oa);
+    let ranges = [oa.values[other.outputs[0]].range];
+    assert_eq!(
+        client.decrypt(&out, &ranges, &oe.outputs(&other)).unwrap(),
+        other.eval_clear(&[1, 2]).unwrap()
+    );
+    // A program whose second table reads a value noisier than these keys
+    // allow: a 1-bit value that is 2^20 times a bootstrap output (which is
+    // always 0, so the range stays narrow while the noise grows).
+    let mut noisy = Program::new(vec![Interval::new(0, 3); 2]);
+    let zero = noisy.add_table(Table::from_fn("zero", 0..=3, |_| 0));
+    let z = noisy.push(Op::Lut {
+        input: 0,
+        table: zero,
+    });
+    let s = noisy.push(Op::Linear {
+        terms: vec![(z, 1 << 20)],
+        constant: 1,
+    });
+    let t = noisy.add_table(Table::from_fn("id", 1..=1, |v| v));
+    let y = noisy.push(Op::Lut { input: s, table: t });
+    noisy.outputs = vec![y];
+    let na = noisy.analyze().unwrap();
+    assert_eq!(na.values[s].noise.bootstrapped, 2f64.powi(40));
+    let bits = Encoding::of(&noisy, &na).inputs(&noisy).to_vec();
     let err = server
-        .run(&other, &client.encrypt(&[1, 1], &[5, 5]).unwrap())
+        .run(&noisy, &client.encrypt(&[1, 2], &bits).unwrap())
         .unwrap_err();
     assert!(
-        err.to_string().contains("another program's parameters"),
+        err.to_string()
+            .contains("these keys' parameters do not serve this program")
+            && err.to_string().contains("table input would fail"),
         "{err}"
     );
     // Values outside their message space cannot be encrypted.

@@ -25,6 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cost::CostModel;
 use crate::encoding::Encoding;
 use crate::error::FheError;
 use crate::noise;
@@ -219,7 +220,8 @@ pub struct Predicted {
     /// One whole evaluation (union bound).
     pub log2_p_fail_program: f64,
     /// Estimated cost of one bootstrap (keyswitch included), in milliseconds
-    /// on one core of the reference machine.
+    /// on one core, by the cost model in force when the parameters were
+    /// chosen ([`crate::cost`]).
     pub pbs_ms: f64,
 }
 
@@ -304,21 +306,16 @@ const MIN_PACKING_POLY_SIZE: usize = 8;
 /// Largest `k·N`: bounds ciphertext and key sizes.
 const MAX_GLWE_LWE_DIMENSION: usize = 1 << 16;
 
-/// Cost of one bootstrap in arbitrary units: FFTs of the decomposed GLWE and
-/// the Fourier-domain products, per blind-rotation step.
-fn pbs_cost(n: usize, k: usize, big_n: usize, level: u32) -> f64 {
-    let (kf, nf, lf) = ((k + 1) as f64, big_n as f64, level as f64);
-    n as f64 * (kf * (lf + 1.0) * nf * nf.log2() + kf * kf * lf * nf)
+/// Estimated milliseconds of one keyswitch + bootstrap with `pbs` from an
+/// input key of dimension `big`, by the process's cost model.
+fn pbs_ms(model: &CostModel, big: usize, pbs: &PbsParams) -> f64 {
+    model.pbs_ms(
+        pbs.lwe_dimension,
+        pbs.glwe_dimension,
+        pbs.polynomial_size,
+        pbs.pbs_level,
+    ) + model.keyswitch_ms(big, pbs.lwe_dimension, pbs.ks_level)
 }
-
-/// Cost of one keyswitch in the same units.
-fn ks_cost(n_in: usize, n_out: usize, level: u32) -> f64 {
-    (n_in * level as usize * (n_out + 1)) as f64
-}
-
-/// Milliseconds per cost unit, calibrated on `tfhe`'s 4-bit set (n = 879,
-/// N = 2048, k = 1, one level: about 20 ms per bootstrap on one core here).
-const MS_PER_UNIT: f64 = 20.0 / 95.0e6;
 
 /// `(base_log, level, variance)` of a decomposition.
 type Decomposition = (u32, u32, f64);
@@ -438,18 +435,110 @@ pub fn predict(needs: &Needs, pbs: &PbsParams) -> Predicted {
         r.fresh * var_fresh + r.bootstrapped * var_pbs
     });
     let big = pbs.glwe_dimension * pbs.polynomial_size;
-    let cost = pbs_cost(
-        pbs.lwe_dimension,
-        pbs.glwe_dimension,
-        pbs.polynomial_size,
-        pbs.pbs_level,
-    ) + ks_cost(big, pbs.lwe_dimension, pbs.ks_level);
     Predicted {
         log2_p_fail_pbs: p_pbs,
         log2_p_fail_output: p_out,
         log2_p_fail_program: union_bound(needs, p_pbs, p_out),
-        pbs_ms: cost * MS_PER_UNIT,
+        pbs_ms: pbs_ms(&crate::cost::active(), big, pbs),
     }
+}
+
+/// Checks that `params` serve `needs`: the key sizes are ones the optimizer
+/// may pick (so 128-bit security holds), every table input and every output
+/// decodes within the parameters' own failure target, and outputs are
+/// switched to no fewer bits than that target allows.
+///
+/// This does not ask for the optimizer's own choice: keys made with another
+/// machine's cost profile ([`crate::cost`]) are as correct and as secure.
+///
+/// ```
+/// use cml_runtime::params::{check, choose, Needs, PFail};
+///
+/// let needs = Needs::leveled(16, 1000.0);
+/// let mut params = choose(&needs, PFail::default()).unwrap();
+/// assert!(check(&needs, &params).is_ok());
+/// params.input_glwe_dimension = 1; // a smaller key: not enough for 2^-40
+/// params.input_lwe_dimension = params.input_polynomial_size;
+/// assert!(check(&needs, &params).is_err());
+/// ```
+pub fn check(needs: &Needs, params: &FheParams) -> Result<(), FheError> {
+    let bad = |why: String| Err(FheError::Mismatch(why));
+    params.target.validate()?;
+    if params.message_bits < needs.max_bits() {
+        return bad(format!(
+            "the program needs {} bits of message space, these parameters give {}",
+            needs.max_bits(),
+            params.message_bits
+        ));
+    }
+    let (k, big_n) = (params.input_glwe_dimension, params.input_polynomial_size);
+    if k.checked_mul(big_n) != Some(params.input_lwe_dimension)
+        || !big_n.is_power_of_two()
+        || params.input_lwe_dimension < *LWE_DIMENSIONS.start()
+        || params.input_lwe_dimension > MAX_GLWE_LWE_DIMENSION
+        || params.output_extra_bits == 0
+        || params.output_extra_bits > 64
+    {
+        return bad("the input key's sizes are not ones cml uses".into());
+    }
+    let z = noise::z_for_log2_p_fail(
+        params
+            .target
+            .per_op_log2(needs.pbs_count + needs.output_count),
+    );
+    let var_fresh = noise::min_lwe_variance(params.input_lwe_dimension);
+    let var_pbs = match (&params.pbs, needs.pbs_count) {
+        (None, 0) => 0.0,
+        (None, _) => {
+            return bad(
+                "the program has table lookups but these parameters have no bootstrap".into(),
+            )
+        }
+        (Some(pbs), _) => {
+            let log2_n = pbs.polynomial_size.trailing_zeros();
+            if pbs.glwe_dimension != k
+                || pbs.polynomial_size != big_n
+                || !LWE_DIMENSIONS.contains(&pbs.lwe_dimension)
+                || !LOG2_POLY_SIZES.contains(&log2_n)
+                || !GLWE_DIMENSIONS.contains(&pbs.glwe_dimension)
+                || log2_n < needs.max_table_bits()
+                || !(1..=6).contains(&pbs.pbs_level)
+                || !(1..=12).contains(&pbs.ks_level)
+                || pbs.pbs_base_log * pbs.pbs_level > 64
+                || pbs.ks_base_log * pbs.ks_level > 64
+                || pbs.pbs_base_log == 0
+                || pbs.ks_base_log == 0
+            {
+                return bad("the bootstrap's sizes are not ones cml uses".into());
+            }
+            let (_, var_pbs, var_ks, var_ms) = pbs_variances(pbs);
+            for r in &needs.tables {
+                let var = r.fresh * var_fresh + r.bootstrapped * var_pbs + var_ks + var_ms;
+                if var / budget(r.bits, z) > 1.0 {
+                    return bad(format!(
+                        "a {}-bit table input would fail more often than the target {:?}",
+                        r.bits, params.target
+                    ));
+                }
+            }
+            var_pbs
+        }
+    };
+    for r in &needs.outputs {
+        let m = (r.bits + params.output_extra_bits).min(64);
+        let switched = if m >= 64 {
+            0.0
+        } else {
+            noise::plain_modulus_switch_variance(params.input_lwe_dimension, m)
+        };
+        if r.fresh * var_fresh + r.bootstrapped * var_pbs + switched > budget(r.bits, z) {
+            return bad(format!(
+                "a {}-bit output would fail more often than the target {:?}",
+                r.bits, params.target
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Picks the cheapest 128-bit-secure parameters that meet `target` for `needs`.
@@ -484,15 +573,16 @@ pub fn choose(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
     if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
         return Ok(hit);
     }
-    let chosen = search(needs, target)?;
+    let chosen = choose_with(needs, target, &crate::cost::active())?;
     if let Ok(mut c) = cache.lock() {
         c.insert(key, chosen);
     }
     Ok(chosen)
 }
 
-/// The search behind [`choose`].
-fn search(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
+/// [`choose`] with a given cost model, not memoized (for comparing models;
+/// the estimate in `predicted.pbs_ms` is the process's model's).
+pub fn choose_with(needs: &Needs, target: PFail, model: &CostModel) -> Result<FheParams, FheError> {
     target.validate()?;
     let log2_target = target.per_op_log2(needs.pbs_count + needs.output_count);
     let z = noise::z_for_log2_p_fail(log2_target);
@@ -593,10 +683,6 @@ fn search(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
                             least = least.min(lut);
                             continue;
                         }
-                        let cost = pbs_cost(n, k, big_n, pl) + ks_cost(big, n, kl);
-                        if best.as_ref().is_some_and(|(c, _)| *c <= cost) {
-                            continue;
-                        }
                         let pbs = PbsParams {
                             lwe_dimension: n,
                             glwe_dimension: k,
@@ -606,6 +692,10 @@ fn search(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
                             ks_base_log: kb,
                             ks_level: kl,
                         };
+                        let cost = pbs_ms(model, big, &pbs);
+                        if best.as_ref().is_some_and(|(c, _)| *c <= cost) {
+                            continue;
+                        }
                         best = Some((
                             cost,
                             FheParams {
@@ -700,6 +790,44 @@ mod tests {
             assert!(p.predicted.pbs_ms >= last, "{bits}: {p:?}");
             last = p.predicted.pbs_ms;
         }
+    }
+
+    /// Keys are checked for what they serve, not for being the optimizer's
+    /// choice: parameters chosen with another machine's cost model pass, and
+    /// parameters that are too noisy or of sizes cml does not use do not.
+    #[test]
+    fn check_accepts_any_serving_parameters_and_refuses_others() {
+        let needs = lut_needs(4);
+        let params = choose(&needs, PFail::default()).unwrap();
+        assert!(check(&needs, &params).is_ok());
+        // A machine where FFTs cost 50 times more picks other parameters,
+        // which serve the program as well.
+        let slow_fft = CostModel {
+            fft: CostModel::BUILTIN.fft * 50.0,
+            ..CostModel::BUILTIN
+        };
+        let other = choose_with(&needs, PFail::default(), &slow_fft).unwrap();
+        assert_ne!(other.pbs, params.pbs);
+        assert!(check(&needs, &other).is_ok());
+
+        let err = |needs: &Needs, p: &FheParams| check(needs, p).unwrap_err().to_string();
+        let mut noisy = needs.clone();
+        noisy.tables[0].bootstrapped = 1e4;
+        assert!(err(&noisy, &params).contains("5-bit table input would fail"));
+        let mut wide = needs.clone();
+        wide.outputs[0].bits = 12;
+        assert!(err(&wide, &params).contains("needs 12 bits of message space"));
+        let mut small = params;
+        let mut pbs = small.pbs.unwrap();
+        pbs.lwe_dimension = 100;
+        small.pbs = Some(pbs);
+        assert!(err(&needs, &small).contains("sizes are not ones cml uses"));
+        let mut unswitched = params;
+        unswitched.output_extra_bits = 1;
+        assert!(err(&needs, &unswitched).contains("output would fail"));
+        let mut no_pbs = params;
+        no_pbs.pbs = None;
+        assert!(err(&needs, &no_pbs).contains("no bootstrap"));
     }
 
     #[test]

@@ -552,7 +552,9 @@ impl Program {
             values.push(v);
         }
         for (g, group) in self.exclusive.iter().enumerate() {
-            let mut set = group.iter().filter(|&&v| values.get(v).is_some_and(|&x| x != 0));
+            let mut set = group
+                .iter()
+                .filter(|&&v| values.get(v).is_some_and(|&x| x != 0));
             if let (Some(&a), Some(&b)) = (set.next(), set.next()) {
                 return Err(ProgramError::NotExclusive {
                     group: g,
@@ -585,10 +587,24 @@ mod tests {
     #[test]
     fn exclusive_groups_narrow_sums_and_are_checked() {
         let mut p = Program::new(vec![Interval::new(0, 3)]);
-        let left = p.add_table(Table::from_fn("left", 0..=3, |x| if x < 2 { 40 } else { 0 }));
-        let right = p.add_table(Table::from_fn("right", 0..=3, |x| if x < 2 { 0 } else { 30 }));
-        let a = p.push(Op::Lut { input: 0, table: left });
-        let b = p.push(Op::Lut { input: 0, table: right });
+        let left = p.add_table(Table::from_fn(
+            "left",
+            0..=3,
+            |x| if x < 2 { 40 } else { 0 },
+        ));
+        let right = p.add_table(Table::from_fn(
+            "right",
+            0..=3,
+            |x| if x < 2 { 0 } else { 30 },
+        ));
+        let a = p.push(Op::Lut {
+            input: 0,
+            table: left,
+        });
+        let b = p.push(Op::Lut {
+            input: 0,
+            table: right,
+        });
         let sum = p.push(Op::Linear {
             terms: vec![(a, 1), (b, 1), (0, 1)],
             constant: 5,

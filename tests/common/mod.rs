@@ -34,13 +34,19 @@ impl<'a> FheRunner<'a> {
         }
     }
 
-    /// The decrypted outputs of one encrypted evaluation.
+    /// The decrypted outputs of one encrypted evaluation (which must run
+    /// each of the program's bootstraps once).
     pub fn eval(&self, inputs: &[i64]) -> Vec<i64> {
         let ct = self
             .client
             .encrypt(inputs, self.encoding.inputs(self.program))
             .unwrap();
-        let out = self.server.run(self.program, &ct).unwrap();
+        let (out, stats) = self.server.run_with_stats(self.program, &ct).unwrap();
+        assert_eq!(
+            stats.bootstraps,
+            self.encoding.pbs_count(self.program) as u64,
+            "bootstraps run"
+        );
         self.client
             .decrypt(&out, &self.ranges, &self.encoding.outputs(self.program))
             .unwrap()

@@ -35,6 +35,7 @@
 //! assert_eq!(out, vec![3 * 10 - 2 * 20 + 7]);
 //! ```
 
+pub mod calibrate;
 mod pbs;
 mod schedule;
 
@@ -44,7 +45,7 @@ use tfhe::core_crypto::prelude::*;
 
 use crate::encoding::Encoding;
 use crate::error::{FheError, ProgramError};
-use crate::params::{choose, FheParams, Needs};
+use crate::params::{check, FheParams, Needs};
 use crate::program::{Analysis, Interval, Program};
 use schedule::Graph;
 pub use schedule::RunStats;
@@ -492,8 +493,10 @@ impl EvaluationKeys {
         &self.params
     }
 
-    /// Checks that these keys' parameters are the ones chosen for `program`
-    /// (the choice is deterministic and memoized, so this is cheap).
+    /// Checks that these keys' parameters serve `program`
+    /// ([`check`]: sizes cml uses, every table input
+    /// and output within the failure target), whichever cost model chose
+    /// them.
     pub fn check_program(&self, program: &Program) -> Result<(), FheError> {
         self.checked_analysis(program).map(|_| ())
     }
@@ -509,18 +512,12 @@ impl EvaluationKeys {
                 "the program has table lookups but these keys have no bootstrap key".into(),
             ));
         }
-        if needs.max_bits() > self.params.message_bits {
-            return Err(FheError::Mismatch(format!(
-                "the program needs {} bits of message space, these keys give {}",
-                needs.max_bits(),
-                self.params.message_bits
-            )));
-        }
-        if choose(&needs, self.params.target)? != self.params {
-            return Err(FheError::Mismatch(
-                "these keys were generated for another program's parameters".into(),
-            ));
-        }
+        check(&needs, &self.params).map_err(|e| match e {
+            FheError::Mismatch(why) => FheError::Mismatch(format!(
+                "these keys' parameters do not serve this program: {why}"
+            )),
+            other => other,
+        })?;
         Ok(analysis)
     }
 

@@ -217,17 +217,16 @@ fn main() -> ExitCode {
             runs,
             p_fail,
             json,
-            calibrate: true,
+            calibrate: measure,
             output,
-        } => calibrate(from..=to, runs.max(1), p_fail.target(), json, &output),
-        Command::BenchPbs {
-            from,
-            to,
-            runs,
-            p_fail,
-            json,
-            ..
-        } => bench_pbs(from, to, runs.max(1), p_fail.target(), json),
+        } => {
+            let (bits, runs, p_fail) = (from.max(1)..=to, runs.max(1), p_fail.target());
+            if measure {
+                calibrate(bits, runs, p_fail, json, &output)
+            } else {
+                bench_pbs(bits, runs, p_fail, json)
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -566,12 +565,17 @@ fn print_report(r: &Report, model: &CompiledModel) {
 
 const BENCH_HEADER: &str = "bits  N      k  n     PBS lvl  KS lvl  p_fail/PBS  estimate   measured (min)        keygen    eval keys (seeded)  correct";
 
-fn bench_pbs(from: u32, to: u32, runs: usize, p_fail: PFail, json: bool) -> Result<(), cml::Error> {
+fn bench_pbs(
+    bits: std::ops::RangeInclusive<u32>,
+    runs: usize,
+    p_fail: PFail,
+    json: bool,
+) -> Result<(), cml::Error> {
     if !json {
         println!("cost model: {}", cml::cost::active_source());
         println!("{BENCH_HEADER}");
     }
-    for bits in from.max(1)..=to.min(cml::program::MAX_TABLE_BITS) {
+    for bits in *bits.start()..=(*bits.end()).min(cml::program::MAX_TABLE_BITS) {
         let b = cml::bench::bench_pbs(bits, runs, p_fail)?;
         print_bench(&b, json);
     }
@@ -619,11 +623,8 @@ fn calibrate(
     if !json {
         println!("{BENCH_HEADER}");
     }
-    let lo = (*bits.start()).max(1);
-    let hi = (*bits.end()).min(cml::program::MAX_TABLE_BITS);
-    cml::bench::check_profile(&mut profile, lo..=hi, runs, p_fail, |b| {
-        print_bench(b, json)
-    })?;
+    let bits = *bits.start()..=(*bits.end()).min(cml::program::MAX_TABLE_BITS);
+    cml::bench::check_profile(&mut profile, bits, runs, p_fail, |b| print_bench(b, json))?;
     std::fs::write(output, profile.to_json()).map_err(|source| cml::Error::Write {
         file: output.to_path_buf(),
         source,

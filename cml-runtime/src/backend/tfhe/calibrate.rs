@@ -13,11 +13,10 @@
 
 use std::time::Instant;
 
-use tfhe::core_crypto::fft_impl::fft64::math::fft::Fft;
 use tfhe::core_crypto::prelude::*;
 
 use super::native;
-use super::pbs::accumulator;
+use super::pbs::{blind_rotate, scratch};
 use crate::cost::{keyswitch_units, nonnegative_least_squares, rotation_units, CostModel};
 
 /// One timed bootstrap configuration.
@@ -194,34 +193,14 @@ fn time_bootstrap(
         c.re = x;
         c.im = -x;
     }
-    let fft = Fft::new(bsk.polynomial_size());
-    let mut buffers = ComputationBuffers::new();
-    buffers.resize(
-        blind_rotate_assign_mem_optimized_requirement::<u64>(
-            bsk.glwe_size(),
-            bsk.polynomial_size(),
-            fft.as_view(),
-        )
-        .unaligned_bytes_required(),
-    );
+    let (fft, mut buffers) = scratch(&bsk);
     let entries: Vec<u64> = (0..8).map(|_| rng.next()).collect();
     let mut best = f64::INFINITY;
     for _ in 0..runs.max(1) {
         let small: Vec<u64> = (0..=n).map(|_| rng.next()).collect();
         let start = Instant::now();
-        let mut acc = accumulator(&bsk, &entries);
-        let log_modulus = bsk.polynomial_size().to_blind_rotation_input_modulus_log();
-        let switched = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(
-            LweCiphertext::from_container(small, native()),
-            log_modulus,
-        );
-        blind_rotate_assign_mem_optimized(
-            &switched,
-            &mut acc,
-            &bsk,
-            fft.as_view(),
-            buffers.stack(),
-        );
+        let small = LweCiphertext::from_container(small, native());
+        let acc = blind_rotate(&bsk, &fft, &mut buffers, small, &entries);
         let mut out = LweCiphertext::new(0u64, LweSize(k * big_n + 1), native());
         extract_lwe_sample_from_glwe_ciphertext(&acc, &mut out, MonomialDegree(0));
         best = best.min(start.elapsed().as_nanos() as f64);

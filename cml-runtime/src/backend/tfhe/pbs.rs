@@ -17,16 +17,7 @@ pub(super) struct PbsContext<'a> {
 impl<'a> PbsContext<'a> {
     pub(super) fn new(keys: &'a EvaluationKeys) -> Self {
         let bsk = keys.bsk.as_ref().expect("checked by the caller");
-        let fft = Fft::new(bsk.polynomial_size());
-        let mut buffers = ComputationBuffers::new();
-        buffers.resize(
-            blind_rotate_assign_mem_optimized_requirement::<u64>(
-                bsk.glwe_size(),
-                bsk.polynomial_size(),
-                fft.as_view(),
-            )
-            .unaligned_bytes_required(),
-        );
+        let (fft, buffers) = scratch(bsk);
         Self { keys, fft, buffers }
     }
 
@@ -137,18 +128,7 @@ impl<'a> PbsContext<'a> {
         let input = LweCiphertext::from_container(ct, native());
         let mut small = LweCiphertext::new(0u64, ksk.output_lwe_size(), native());
         keyswitch_lwe_ciphertext(ksk, &input, &mut small);
-        let mut acc = accumulator(bsk, entries);
-        let log_modulus = bsk.polynomial_size().to_blind_rotation_input_modulus_log();
-        let switched =
-            lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(small, log_modulus);
-        blind_rotate_assign_mem_optimized(
-            &switched,
-            &mut acc,
-            bsk,
-            self.fft.as_view(),
-            self.buffers.stack(),
-        );
-        acc
+        blind_rotate(bsk, &self.fft, &mut self.buffers, small, entries)
     }
 
     /// The LWE sample at `degree` of a rotated accumulator.
@@ -158,6 +138,38 @@ impl<'a> PbsContext<'a> {
         extract_lwe_sample_from_glwe_ciphertext(acc, &mut out, MonomialDegree(degree));
         out.into_container()
     }
+}
+
+/// The FFT plan and scratch buffers for blind rotations with `bsk`.
+pub(super) fn scratch(bsk: &FourierLweBootstrapKeyOwned) -> (Fft, ComputationBuffers) {
+    let fft = Fft::new(bsk.polynomial_size());
+    let mut buffers = ComputationBuffers::new();
+    buffers.resize(
+        blind_rotate_assign_mem_optimized_requirement::<u64>(
+            bsk.glwe_size(),
+            bsk.polynomial_size(),
+            fft.as_view(),
+        )
+        .unaligned_bytes_required(),
+    );
+    (fft, buffers)
+}
+
+/// Centered modulus switch of `small` (under the small key) and blind
+/// rotation of an accumulator holding `entries`: the rotated accumulator.
+pub(super) fn blind_rotate(
+    bsk: &FourierLweBootstrapKeyOwned,
+    fft: &Fft,
+    buffers: &mut ComputationBuffers,
+    small: LweCiphertextOwned<u64>,
+    entries: &[u64],
+) -> GlweCiphertextOwned<u64> {
+    let mut acc = accumulator(bsk, entries);
+    let log_modulus = bsk.polynomial_size().to_blind_rotation_input_modulus_log();
+    let switched =
+        lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(small, log_modulus);
+    blind_rotate_assign_mem_optimized(&switched, &mut acc, bsk, fft.as_view(), buffers.stack());
+    acc
 }
 
 /// The blind-rotation accumulator: `entries[i]` (already encoded) in the

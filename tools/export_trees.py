@@ -357,7 +357,9 @@ def validate_ensemble_spec(spec: dict, where: str) -> None:
                 _check_floats(n["value"], f"{where}: tree {ti} node {i}")
             else:
                 keys = {"feature", "threshold", "left", "right"}
-                _check_keys(n, keys, keys, f"{where}: tree {ti} node {i}")
+                _check_keys(n, keys | {"missing"}, keys, f"{where}: tree {ti} node {i}")
+                if n.get("missing", "left") not in ("left", "right"):
+                    raise AssertionError(f"{where}: tree {ti} node {i}: missing must be left or right")
                 if not 0 <= n["feature"] < nf:
                     raise AssertionError(f"{where}: tree {ti} node {i}: feature out of range")
                 _check_floats([n["threshold"]], f"{where}: tree {ti} node {i}")

@@ -367,20 +367,24 @@ fn union_bound(needs: &Needs, p_pbs: f64, p_out: f64) -> f64 {
     (needs.pbs_count as f64 * p_pbs.exp2() + needs.output_count.max(1) as f64 * p_out.exp2()).log2()
 }
 
+/// Variance the modulus switch of an output of `bits` to `bits + extra`
+/// bits (at most 64: no switch) adds, under a key of `dimension`.
+fn output_switch_variance(dimension: usize, bits: u32, extra: u32) -> f64 {
+    let m = (bits + extra).min(64);
+    if m >= 64 {
+        0.0
+    } else {
+        noise::plain_modulus_switch_variance(dimension, m)
+    }
+}
+
 /// Chooses how far outputs are modulus-switched before they are sent: the
 /// fewest extra bits whose rounding noise takes at most 1/16 of every
 /// output's decoding budget, then updates the predicted output failure.
 fn switch_outputs(params: &mut FheParams, needs: &Needs, var_fresh: f64, var_pbs: f64, z: f64) {
     let dimension = params.input_lwe_dimension;
     let var = |r: &Requirement| r.fresh * var_fresh + r.bootstrapped * var_pbs;
-    let ms = |r: &Requirement, extra: u32| {
-        let m = (r.bits + extra).min(64);
-        if m >= 64 {
-            0.0
-        } else {
-            noise::plain_modulus_switch_variance(dimension, m)
-        }
-    };
+    let ms = |r: &Requirement, extra: u32| output_switch_variance(dimension, r.bits, extra);
     let extra = (1..=64)
         .find(|&e| {
             needs.outputs.iter().all(|r| {
@@ -525,12 +529,8 @@ pub fn check(needs: &Needs, params: &FheParams) -> Result<(), FheError> {
         }
     };
     for r in &needs.outputs {
-        let m = (r.bits + params.output_extra_bits).min(64);
-        let switched = if m >= 64 {
-            0.0
-        } else {
-            noise::plain_modulus_switch_variance(params.input_lwe_dimension, m)
-        };
+        let switched =
+            output_switch_variance(params.input_lwe_dimension, r.bits, params.output_extra_bits);
         if r.fresh * var_fresh + r.bootstrapped * var_pbs + switched > budget(r.bits, z) {
             return bad(format!(
                 "a {}-bit output would fail more often than the target {:?}",

@@ -39,8 +39,10 @@ pub struct Encoding {
     pub bits: Vec<u32>,
     /// Per value: whether all table lookups that read it share one bootstrap
     /// (many-LUT). Set when the value is read by several tables and widening
-    /// its cluster by `⌈log2 k⌉` bits does not raise the program's widest
-    /// table input, so `N` stays and `k − 1` bootstraps are saved.
+    /// its cluster by `⌈log2 k⌉` bits neither raises the program's widest
+    /// table input nor leaves any value of the cluster that must decode
+    /// noisier than one already at the new width: the parameters stay and
+    /// `k − 1` bootstraps are saved.
     pub fused: Vec<bool>,
 }
 
@@ -115,6 +117,39 @@ impl Encoding {
             .max()
             .unwrap_or(0);
         let round_clusters: Vec<usize> = rounds.iter().flat_map(|&(i, _, o)| [i, o]).collect();
+        // A wider cluster also leaves its table inputs and outputs less room
+        // for noise: fuse only where each of them is no noisier than a value
+        // of its kind already at the new width, so that the parameters the
+        // program needs do not change (only its bootstrap count falls).
+        let mut is_output = vec![false; n];
+        for &o in &program.outputs {
+            is_output[o] = true;
+        }
+        let noise = |v: usize| {
+            let w = analysis.values[v].noise;
+            (w.fresh, w.bootstrapped)
+        };
+        // Per width: the largest (fresh, bootstrapped) weights of table
+        // inputs and of outputs at that width, before any fusion.
+        let mut worst: std::collections::HashMap<(bool, u32), (f64, f64)> = Default::default();
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for v in 0..n {
+            let root = find(&mut parent, v);
+            members[root].push(v);
+            for (kind, holds) in [(true, readers[v] > 0), (false, is_output[v])] {
+                if holds {
+                    let (f, b) = noise(v);
+                    let e = worst.entry((kind, cluster_bits[root])).or_insert((f, b));
+                    *e = (e.0.max(f), e.1.max(b));
+                }
+            }
+        }
+        let dominated = |v: usize, kind: bool, bits: u32| {
+            let (f, b) = noise(v);
+            worst
+                .get(&(kind, bits))
+                .is_some_and(|&(wf, wb)| f <= wf && b <= wb)
+        };
         let mut fused = vec![false; n];
         for v in 0..n {
             if readers[v] < 2 {
@@ -122,9 +157,14 @@ impl Encoding {
             }
             let root = find(&mut parent, v);
             let extra = readers[v].next_power_of_two().trailing_zeros();
+            let wider = cluster_bits[root] + extra;
+            let quiet = members[root].iter().all(|&m| {
+                (readers[m] == 0 || dominated(m, true, wider))
+                    && (!is_output[m] || dominated(m, false, wider))
+            });
             // Rounded clusters are pinned to each other's widths: leave them.
-            if cluster_bits[root] + extra <= widest_table && !round_clusters.contains(&root) {
-                cluster_bits[root] += extra;
+            if wider <= widest_table && quiet && !round_clusters.contains(&root) {
+                cluster_bits[root] = wider;
                 fused[v] = true;
             }
         }

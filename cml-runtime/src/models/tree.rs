@@ -634,6 +634,8 @@ pub fn lower_with(
         let o = l.b.program.push(Op::Linear { terms, constant });
         l.b.program.outputs.push(o);
     }
+    // Path bits weighted ±2 in leaf indices emit 0/±2 instead: less noise.
+    l.b.program.fold_weights();
     TreeLowering {
         encoder: Encoder {
             standardize: None,

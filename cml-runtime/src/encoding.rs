@@ -46,6 +46,19 @@ pub struct Encoding {
     pub fused: Vec<bool>,
 }
 
+/// Variances (relative) of a fresh input, a bootstrap output, and the
+/// keyswitch plus modulus switch of a lookup, under the reference set many-LUT
+/// fusion is judged with: n = 844, k = 2, N = 1024, PBS 2^23 × 1, KS 2^3 × 5.
+fn reference_variances() -> (f64, f64, f64) {
+    use crate::noise;
+    let (n, k, big_n) = (844, 2, 1024);
+    (
+        noise::min_lwe_variance(k * big_n),
+        noise::pbs_variance(n, k, big_n, 23, 1),
+        noise::keyswitch_variance(k * big_n, n, 3, 5) + noise::modulus_switch_variance(n, 11),
+    )
+}
+
 fn find(parent: &mut [usize], mut v: usize) -> usize {
     while parent[v] != v {
         parent[v] = parent[parent[v]];
@@ -118,38 +131,39 @@ impl Encoding {
             .unwrap_or(0);
         let round_clusters: Vec<usize> = rounds.iter().flat_map(|&(i, _, o)| [i, o]).collect();
         // A wider cluster also leaves its table inputs and outputs less room
-        // for noise: fuse only where each of them is no noisier than a value
-        // of its kind already at the new width, so that the parameters the
-        // program needs do not change (only its bootstrap count falls).
+        // for noise (a quarter of the variance per bit): fuse only where each
+        // of them, at the new width, is no tighter than a value of its kind
+        // already is (or than the reference set meets at 2^-40), so that the
+        // program needs no costlier parameters and only its bootstrap count
+        // falls. Tightness is variance over budget (×4 per bit)
+        // under a fixed reference set (the one most bundled trees get), the
+        // same on every machine: client and server must agree on encodings.
         let mut is_output = vec![false; n];
         for &o in &program.outputs {
             is_output[o] = true;
         }
-        let noise = |v: usize| {
+        let (var_fresh, var_pbs, var_lookup) = reference_variances();
+        let tightness = |v: usize, bits: u32, table: bool| {
             let w = analysis.values[v].noise;
-            (w.fresh, w.bootstrapped)
+            let constant = if table { var_lookup } else { 0.0 };
+            4f64.powi(bits as i32) * (w.fresh * var_fresh + w.bootstrapped * var_pbs + constant)
         };
-        // Per width: the largest (fresh, bootstrapped) weights of table
-        // inputs and of outputs at that width, before any fusion.
-        let mut worst: std::collections::HashMap<(bool, u32), (f64, f64)> = Default::default();
+        // The tightest table input and output before any fusion, or what the
+        // reference set allows at 2^-40, if more.
+        let z = crate::noise::z_for_log2_p_fail(-40.0);
+        let mut tightest = [0.25 / (z * z); 2];
         let mut members: Vec<Vec<usize>> = vec![Vec::new(); n];
         for v in 0..n {
             let root = find(&mut parent, v);
             members[root].push(v);
-            for (kind, holds) in [(true, readers[v] > 0), (false, is_output[v])] {
-                if holds {
-                    let (f, b) = noise(v);
-                    let e = worst.entry((kind, cluster_bits[root])).or_insert((f, b));
-                    *e = (e.0.max(f), e.1.max(b));
-                }
+            let bits = cluster_bits[root];
+            if readers[v] > 0 {
+                tightest[0] = tightest[0].max(tightness(v, bits, true));
+            }
+            if is_output[v] {
+                tightest[1] = tightest[1].max(tightness(v, bits, false));
             }
         }
-        let dominated = |v: usize, kind: bool, bits: u32| {
-            let (f, b) = noise(v);
-            worst
-                .get(&(kind, bits))
-                .is_some_and(|&(wf, wb)| f <= wf && b <= wb)
-        };
         let mut fused = vec![false; n];
         for v in 0..n {
             if readers[v] < 2 {
@@ -159,8 +173,8 @@ impl Encoding {
             let extra = readers[v].next_power_of_two().trailing_zeros();
             let wider = cluster_bits[root] + extra;
             let quiet = members[root].iter().all(|&m| {
-                (readers[m] == 0 || dominated(m, true, wider))
-                    && (!is_output[m] || dominated(m, false, wider))
+                (readers[m] == 0 || tightness(m, wider, true) <= tightest[0])
+                    && (!is_output[m] || tightness(m, wider, false) <= tightest[1])
             });
             // Rounded clusters are pinned to each other's widths: leave them.
             if wider <= widest_table && quiet && !round_clusters.contains(&root) {

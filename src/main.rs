@@ -827,6 +827,12 @@ fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
             b.lwe_dimension, b.glwe_dimension, b.polynomial_size, b.pbs_base_log, b.pbs_level, b.ks_base_log, b.ks_level
         ),
     }
+    if let Some(l) = p.light {
+        println!(
+            "  light bootstrap key (same keys, PBS base 2^{} × {} levels) for the {} lookups whose outputs allow its noise",
+            l.base_log, l.level, p.predicted.light_pbs
+        );
+    }
     let per_pbs = if prog.pbs_count() == 0 {
         "no PBS".to_string()
     } else {
@@ -847,12 +853,19 @@ fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
     // About 0.4 ns per multiply-add of a ciphertext coefficient on this class of machine.
     let leveled_ms = leveled_terms as f64 * (p.input_lwe_dimension + 1) as f64 * 0.4e-6;
     println!("cost model: {}", cml::cost::active_source());
+    let count = model.encoding.pbs_count(prog);
+    let light = p.predicted.light_pbs.min(count);
+    let light_part = if light > 0 {
+        format!(" + {light} PBS × {:.1} ms", p.predicted.light_pbs_ms)
+    } else {
+        String::new()
+    };
     println!(
-        "estimated server cost: {:.3} ms leveled + {} PBS × {:.1} ms = {:.2} ms per prediction (one core)",
+        "estimated server cost: {:.3} ms leveled + {} PBS × {:.1} ms{light_part} = {:.2} ms per prediction (one core)",
         leveled_ms,
-        model.encoding.pbs_count(prog),
+        count - light,
         p.predicted.pbs_ms,
-        leveled_ms + model.encoding.pbs_count(prog) as f64 * p.predicted.pbs_ms
+        leveled_ms + p.predicted.pbs_total_ms(count)
     );
     let sent: usize = model
         .encoding
@@ -861,7 +874,8 @@ fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
         .map(|&b| p.output_bytes(b))
         .sum();
     println!(
-        "key sizes: bootstrap key {} (Fourier), keyswitching key {}; one ciphertext {}, outputs as sent {}",
+        "key sizes: bootstrap key{} {} (Fourier), keyswitching key {}; one ciphertext {}, outputs as sent {}",
+        if p.light.is_some() { "s" } else { "" },
         fmt_bytes(p.bootstrap_key_bytes()),
         fmt_bytes(p.keyswitch_key_bytes()),
         fmt_bytes(p.ciphertext_bytes()),

@@ -68,6 +68,7 @@ fn stock_needs(s: &Stock) -> Needs {
         pbs_count: 1,
         output_count: 1,
         inputs: 1,
+        light: Vec::new(),
     }
 }
 
@@ -152,6 +153,100 @@ fn observed_failure_rate_matches_prediction() {
     eprintln!(
         "predicted p_fail 2^{:.2} ({expected:.1} of {runs}), observed {failures}; params {:?}",
         params.predicted.log2_p_fail_pbs, params.pbs
+    );
+    let (_, hi) = poisson_interval(expected);
+    let (lo, _) = poisson_interval(expected / 4.0);
+    assert!(
+        failures <= hi,
+        "observed {failures} failures, more than the model allows ({expected:.1} expected, 99.9% bound {hi})"
+    );
+    assert!(
+        failures >= lo,
+        "observed {failures} failures, the model is over 4x pessimistic ({expected:.1} expected)"
+    );
+}
+
+/// The light bootstrap key ([`cml::params::LightPbs`]) at a weak target:
+/// `x → id → id`, where the first lookup's output (computed on the light
+/// key, the noisier one) is the second lookup's input. Failures must stay
+/// within what the model predicts for the light key's output noise, as for
+/// the main key above.
+#[test]
+fn light_key_failure_rate_matches_prediction() {
+    use cml::encoding::Encoding;
+    use cml::params::{light_lookups, table_input_variance, LightPbs};
+
+    let mut p = Program::new(vec![Interval::new(0, 3)]);
+    let t = p.add_table(Table::from_fn("id", 0..=3, |v| v));
+    let a = p.push(Op::Lut { input: 0, table: t });
+    let b = p.push(Op::Lut { input: a, table: t });
+    p.outputs = vec![b];
+    let analysis = p.analyze().unwrap();
+    let chosen = choose(&Needs::of(&p, &analysis), PFail::PerOp(-5.0)).unwrap();
+    let base = chosen.pbs.unwrap();
+    // A main key one level longer (less noise, so it serves the program as
+    // well), and the chosen key as the light one.
+    let level = base.pbs_level + 1;
+    let pbs_base_log = (1..=60 / level)
+        .min_by(|&x, &y| {
+            let v = |b| {
+                noise::pbs_variance(
+                    base.lwe_dimension,
+                    base.glwe_dimension,
+                    base.polynomial_size,
+                    b,
+                    level,
+                )
+            };
+            v(x).total_cmp(&v(y))
+        })
+        .unwrap();
+    let params = cml::params::FheParams {
+        pbs: Some(PbsParams {
+            pbs_base_log,
+            pbs_level: level,
+            ..base
+        }),
+        light: Some(LightPbs {
+            base_log: base.pbs_base_log,
+            level: base.pbs_level,
+        }),
+        ..chosen
+    };
+    let light = light_lookups(&p, &analysis, &params);
+    assert!(
+        light[a] && light[b],
+        "both lookups fit the light key: {light:?}"
+    );
+
+    // First lookup: fresh noise; second: the light key's output noise.
+    let bits = Encoding::of(&p, &analysis).bits;
+    let threshold = |v: usize| -(bits[v] as f64) - 1.0;
+    let var_light = noise::pbs_variance(
+        base.lwe_dimension,
+        base.glwe_dimension,
+        base.polynomial_size,
+        base.pbs_base_log,
+        base.pbs_level,
+    );
+    let p_first = noise::log2_p_fail_for(table_input_variance(&params, 1.0, 0.0), threshold(0));
+    let p_second = noise::log2_p_fail_for(
+        table_input_variance(&params, 0.0, 0.0) + var_light,
+        threshold(a),
+    );
+    let predicted = p_first.exp2() + p_second.exp2();
+    let fhe = FheRunner::new(&p, &params);
+    let runs = 1000;
+    let failures = (0..runs)
+        .filter(|&i| {
+            let x = (i % 4) as i64;
+            fhe.eval(&[x]) != vec![x]
+        })
+        .count() as u32;
+    let expected = predicted * runs as f64;
+    eprintln!(
+        "light key: predicted 2^{p_first:.2} + 2^{p_second:.2} per run ({expected:.1} of {runs}), observed {failures}; params {:?}, light {:?}",
+        params.pbs, params.light
     );
     let (_, hi) = poisson_interval(expected);
     let (lo, _) = poisson_interval(expected / 4.0);

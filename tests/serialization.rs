@@ -175,3 +175,66 @@ fn server_refuses_mismatched_inputs() {
     let err = client.encrypt(&[1 << 40, 0], &[5, 5]).unwrap_err();
     assert!(err.to_string().contains("does not fit"), "{err}");
 }
+
+/// Keys with a light bootstrap key ([`cml::params::LightPbs`]) round-trip
+/// and run; keys whose light key is missing or does not match the
+/// parameters are refused.
+#[test]
+fn light_bootstrap_keys_round_trip_and_must_match() {
+    use cml::params::{LightPbs, PbsParams};
+    let p = program();
+    let a = p.analyze().unwrap();
+    let chosen = choose(&Needs::of(&p, &a), PFail::default()).unwrap();
+    let base = chosen.pbs.unwrap();
+    // One level more on the main key (quieter), the chosen key as the light one.
+    let params = cml::params::FheParams {
+        pbs: Some(PbsParams {
+            pbs_base_log: base.pbs_base_log.min(60 / (base.pbs_level + 1)),
+            pbs_level: base.pbs_level + 1,
+            ..base
+        }),
+        light: Some(LightPbs {
+            base_log: base.pbs_base_log,
+            level: base.pbs_level,
+        }),
+        ..chosen
+    };
+    let ranges: Vec<Interval> = p.outputs.iter().map(|&o| a.values[o].range).collect();
+    let e = Encoding::of(&p, &a);
+    let client = ClientKey::generate(&params);
+    let keys_bytes = client.compressed_evaluation_keys().to_bytes().unwrap();
+    let server = CompressedEvaluationKeys::from_bytes(&keys_bytes, LIMIT, &params)
+        .unwrap()
+        .decompress();
+    let input = client.encrypt(&[1, 3], e.inputs(&p)).unwrap();
+    let out = server.run(&p, &input).unwrap();
+    assert_eq!(
+        client.decrypt(&out, &ranges, &e.outputs(&p)).unwrap(),
+        vec![3, 7]
+    );
+    // Read as keys without a light key, or with another one: refused.
+    for other in [
+        cml::params::FheParams {
+            light: None,
+            ..params
+        },
+        cml::params::FheParams {
+            light: Some(LightPbs {
+                base_log: base.pbs_base_log + 1,
+                level: base.pbs_level,
+            }),
+            ..params
+        },
+    ] {
+        let err = CompressedEvaluationKeys::from_bytes(&keys_bytes, LIMIT, &other).unwrap_err();
+        assert!(matches!(err, FheError::Mismatch(_)), "{err}");
+    }
+    // Keys made without a light key cannot claim one.
+    let plain = ClientKey::generate(&chosen)
+        .compressed_evaluation_keys()
+        .to_bytes()
+        .unwrap();
+    let mut patched = params;
+    patched.pbs = chosen.pbs;
+    assert!(CompressedEvaluationKeys::from_bytes(&plain, LIMIT, &patched).is_err());
+}

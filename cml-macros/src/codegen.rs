@@ -85,6 +85,7 @@ fn params_tokens(p: &FheParams) -> TokenStream {
         input_lwe_dimension,
         output_extra_bits,
         pbs,
+        light,
         target,
         predicted,
     } = *p;
@@ -114,6 +115,18 @@ fn params_tokens(p: &FheParams) -> TokenStream {
             }
         }
     };
+    let light = match light {
+        None => quote!(::core::option::Option::None),
+        Some(l) => {
+            let (b, l) = (
+                Literal::u32_unsuffixed(l.base_log),
+                Literal::u32_unsuffixed(l.level),
+            );
+            quote!(::core::option::Option::Some(::cml_runtime::params::LightPbs {
+                base_log: #b, level: #l,
+            }))
+        }
+    };
     let target = match target {
         PFail::PerOp(x) => {
             let x = f64_lit(x);
@@ -130,6 +143,10 @@ fn params_tokens(p: &FheParams) -> TokenStream {
         f64_lit(predicted.log2_p_fail_program),
         f64_lit(predicted.pbs_ms),
     );
+    let (e, f) = (
+        usize_lit(predicted.light_pbs),
+        f64_lit(predicted.light_pbs_ms),
+    );
     quote! {
         ::cml_runtime::FheParams {
             message_bits: #message_bits,
@@ -138,9 +155,11 @@ fn params_tokens(p: &FheParams) -> TokenStream {
             input_lwe_dimension: #input_lwe_dimension,
             output_extra_bits: #output_extra_bits,
             pbs: #pbs,
+            light: #light,
             target: #target,
             predicted: ::cml_runtime::params::Predicted {
                 log2_p_fail_pbs: #a, log2_p_fail_output: #b, log2_p_fail_program: #c, pbs_ms: #d,
+                light_pbs: #e, light_pbs_ms: #f,
             },
         }
     }

@@ -29,7 +29,7 @@ use crate::cost::CostModel;
 use crate::encoding::Encoding;
 use crate::error::FheError;
 use crate::noise;
-use crate::program::{Analysis, Program};
+use crate::program::{Analysis, Program, ValueId};
 
 /// The failure-probability target.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -94,6 +94,42 @@ pub struct Needs {
     pub output_count: usize,
     /// Encrypted inputs per evaluation (they are packed into GLWE ciphertexts).
     pub inputs: usize,
+    /// Bootstraps that may run on a cheaper, noisier bootstrap key, grouped
+    /// by what their outputs reach ([`LightClass`]).
+    #[serde(default)]
+    pub light: Vec<LightClass>,
+}
+
+/// Bootstraps whose outputs reach (through linear ops) only the table inputs
+/// and outputs below, worst case per width: they may run on the light
+/// bootstrap key ([`LightPbs`]) when every one of these still decodes with
+/// *all* its bootstrapped noise at the light key's variance. That test is
+/// conservative, so the values a heavy bootstrap feeds need nothing new.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LightClass {
+    /// Table inputs reached, worst case per width.
+    pub tables: Vec<Requirement>,
+    /// Outputs reached, worst case per width.
+    pub outputs: Vec<Requirement>,
+    /// Bootstraps per evaluation in this class.
+    pub pbs: usize,
+}
+
+/// A second bootstrap key under the same small LWE and GLWE keys, with a
+/// shorter decomposition: cheaper (fewer levels: fewer FFTs and products)
+/// and noisier. A lookup runs on it when everything its output reaches
+/// allows ([`LightClass`]); the rest run on the main key. No keyswitch is
+/// needed between the two: they differ only in how the bootstrap key
+/// decomposes. (Concrete's optimizer assigns whole parameter sets per
+/// partition of the circuit, with keyswitches between them — Bergerat et
+/// al., "Parameter Optimization and Larger Precision for (T)FHE", J.
+/// Cryptology 2023; this is the case of that idea that costs no keyswitch.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LightPbs {
+    /// Decomposition base (log2).
+    pub base_log: u32,
+    /// Decomposition levels (fewer than the main key's).
+    pub level: u32,
 }
 
 /// Keeps, per width, the largest noise weights (a safe bound for every
@@ -126,6 +162,7 @@ impl Needs {
             pbs_count: 0,
             output_count: 1,
             inputs: 1,
+            light: Vec::new(),
         }
     }
 
@@ -166,12 +203,23 @@ impl Needs {
                         }
                     })
                 });
+        let mut light: Vec<LightClass> = Vec::new();
+        for (_, class) in light_units(program, analysis, &encoding) {
+            match light
+                .iter_mut()
+                .find(|c| c.tables == class.tables && c.outputs == class.outputs)
+            {
+                Some(c) => c.pbs += 1,
+                None => light.push(class),
+            }
+        }
         Self {
             tables: worst_per_width(program.lut_inputs().map(|(v, _)| req(v)).chain(extractions)),
             outputs: worst_per_width(program.outputs.iter().map(|&v| req(v))),
             pbs_count: encoding.pbs_count(program),
             output_count: program.outputs.len(),
             inputs: program.inputs.len(),
+            light,
         }
     }
 
@@ -189,6 +237,160 @@ impl Needs {
             .max()
             .unwrap_or(1)
     }
+}
+
+/// The bootstraps that could run on the light key, each as the lookup
+/// outputs it computes (several for a fused group) and what they reach.
+/// Bootstraps of exact rounding, and lookups whose output a rounding reads,
+/// always run on the main key.
+fn light_units(
+    program: &Program,
+    analysis: &Analysis,
+    encoding: &Encoding,
+) -> Vec<(Vec<ValueId>, LightClass)> {
+    use crate::program::Op;
+    let n_inputs = program.inputs.len();
+    let n = program.n_values();
+    let req = |v: usize| Requirement {
+        bits: encoding.bits[v],
+        fresh: analysis.values[v].noise.fresh,
+        bootstrapped: analysis.values[v].noise.bootstrapped,
+    };
+    // Per lookup output: the table inputs and outputs its noise reaches.
+    let mut tables: Vec<Vec<Requirement>> = vec![Vec::new(); n];
+    let mut outputs: Vec<Vec<Requirement>> = vec![Vec::new(); n];
+    let mut pinned = vec![false; n];
+    let mut seen = vec![usize::MAX; n];
+    let mut reach = |r: usize,
+                     kind: u8,
+                     tables: &mut [Vec<Requirement>],
+                     outputs: &mut [Vec<Requirement>],
+                     pinned: &mut [bool]| {
+        // Walk back through linear ops to the bootstraps that feed `r`.
+        let mut stack = vec![r];
+        while let Some(v) = stack.pop() {
+            if seen[v] == r * 3 + kind as usize {
+                continue;
+            }
+            seen[v] = r * 3 + kind as usize;
+            if v < n_inputs {
+                continue;
+            }
+            match &program.ops[v - n_inputs] {
+                Op::Linear { terms, .. } => stack.extend(terms.iter().map(|&(t, _)| t)),
+                Op::Lut { .. } => match kind {
+                    0 => tables[v].push(req(r)),
+                    1 => outputs[v].push(req(r)),
+                    _ => pinned[v] = true,
+                },
+                Op::Round {
+                    exact: false,
+                    input,
+                    ..
+                } => stack.push(*input),
+                Op::Round { .. } => {}
+            }
+        }
+    };
+    for (v, _) in program.lut_inputs() {
+        reach(v, 0, &mut tables, &mut outputs, &mut pinned);
+    }
+    for &v in &program.outputs {
+        reach(v, 1, &mut tables, &mut outputs, &mut pinned);
+    }
+    for (input, _, _) in program.rounds() {
+        reach(input, 2, &mut tables, &mut outputs, &mut pinned);
+    }
+    // One unit per bootstrap: a fused value's lookups share one.
+    let mut units: Vec<(Vec<ValueId>, LightClass)> = Vec::new();
+    let mut group: Vec<Option<usize>> = vec![None; n];
+    for (i, op) in program.ops.iter().enumerate() {
+        let Op::Lut { input, .. } = op else { continue };
+        let v = n_inputs + i;
+        let unit = match group[*input] {
+            Some(u) if encoding.fused[*input] => u,
+            _ => {
+                units.push((
+                    Vec::new(),
+                    LightClass {
+                        tables: Vec::new(),
+                        outputs: Vec::new(),
+                        pbs: 1,
+                    },
+                ));
+                group[*input] = Some(units.len() - 1);
+                units.len() - 1
+            }
+        };
+        let (values, class) = &mut units[unit];
+        values.push(v);
+        class.tables.extend(tables[v].iter().copied());
+        class.outputs.extend(outputs[v].iter().copied());
+        if pinned[v] {
+            class.pbs = 0;
+        }
+    }
+    units
+        .into_iter()
+        .filter(|(_, c)| c.pbs > 0)
+        .map(|(values, c)| {
+            (
+                values,
+                LightClass {
+                    tables: worst_per_width(c.tables),
+                    outputs: worst_per_width(c.outputs),
+                    pbs: 1,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Whether the bootstraps of `class` may run on `params`' light key:
+/// everything they reach decodes within the target with all its
+/// bootstrapped noise at the light key's variance.
+fn light_fits(params: &FheParams, needs: &Needs, class: &LightClass, light: LightPbs) -> bool {
+    let Some(pbs) = params.pbs else { return false };
+    let z = noise::z_for_log2_p_fail(
+        params
+            .target
+            .per_op_log2(needs.pbs_count + needs.output_count),
+    );
+    let (var_fresh, _, var_ks, var_ms) = pbs_variances(&pbs);
+    let var_light = noise::pbs_variance(
+        pbs.lwe_dimension,
+        pbs.glwe_dimension,
+        pbs.polynomial_size,
+        light.base_log,
+        light.level,
+    );
+    class.tables.iter().all(|r| {
+        r.fresh * var_fresh + r.bootstrapped * var_light + var_ks + var_ms <= budget(r.bits, z)
+    }) && class.outputs.iter().all(|r| {
+        let switched =
+            output_switch_variance(params.input_lwe_dimension, r.bits, params.output_extra_bits);
+        r.fresh * var_fresh + r.bootstrapped * var_light + switched <= budget(r.bits, z)
+    })
+}
+
+/// Per value of `program`: whether it is a lookup output computed on the
+/// light bootstrap key of `params` (none without one). The rule is
+/// [`LightClass`]'s, so client and server agree without sending it.
+pub fn light_lookups(program: &Program, analysis: &Analysis, params: &FheParams) -> Vec<bool> {
+    let mut light = vec![false; program.n_values()];
+    let Some(key) = params.light else {
+        return light;
+    };
+    let encoding = Encoding::of(program, analysis);
+    let needs = Needs::of(program, analysis);
+    for (values, class) in light_units(program, analysis, &encoding) {
+        if light_fits(params, &needs, &class, key) {
+            for v in values {
+                light[v] = true;
+            }
+        }
+    }
+    light
 }
 
 /// Parameters of the keyswitch + bootstrap pair.
@@ -223,6 +425,21 @@ pub struct Predicted {
     /// on one core, by the cost model in force when the parameters were
     /// chosen ([`crate::cost`]).
     pub pbs_ms: f64,
+    /// Bootstraps per evaluation on the light key ([`LightPbs`]).
+    #[serde(default)]
+    pub light_pbs: usize,
+    /// Estimated cost of one of them, as `pbs_ms`.
+    #[serde(default)]
+    pub light_pbs_ms: f64,
+}
+
+impl Predicted {
+    /// Estimated server time of one evaluation of `pbs_count` bootstraps
+    /// (leveled work left out), in milliseconds on one core.
+    pub fn pbs_total_ms(&self, pbs_count: usize) -> f64 {
+        let light = self.light_pbs.min(pbs_count);
+        (pbs_count - light) as f64 * self.pbs_ms + light as f64 * self.light_pbs_ms
+    }
 }
 
 /// A complete parameter set.
@@ -243,6 +460,10 @@ pub struct FheParams {
     pub output_extra_bits: u32,
     /// Keyswitch and bootstrap parameters, when the program has tables.
     pub pbs: Option<PbsParams>,
+    /// A second, cheaper bootstrap key for the lookups whose outputs allow
+    /// its noise ([`LightClass`]).
+    #[serde(default)]
+    pub light: Option<LightPbs>,
     /// The target the parameters were chosen for.
     pub target: PFail,
     /// What the noise model predicts for them.
@@ -277,11 +498,13 @@ impl FheParams {
         (self.input_lwe_dimension + 1) * 8
     }
 
-    /// Size of the bootstrap key in the Fourier domain, in bytes.
+    /// Size of the bootstrap keys (the main one and the light one, if any)
+    /// in the Fourier domain, in bytes.
     pub fn bootstrap_key_bytes(&self) -> usize {
         self.pbs.map_or(0, |p| {
             let glwe_size = p.glwe_dimension + 1;
-            p.lwe_dimension * glwe_size * glwe_size * p.pbs_level as usize * p.polynomial_size * 8
+            let levels = p.pbs_level + self.light.map_or(0, |l| l.level);
+            p.lwe_dimension * glwe_size * glwe_size * levels as usize * p.polynomial_size * 8
         })
     }
 
@@ -444,6 +667,8 @@ pub fn predict(needs: &Needs, pbs: &PbsParams) -> Predicted {
         log2_p_fail_output: p_out,
         log2_p_fail_program: union_bound(needs, p_pbs, p_out),
         pbs_ms: pbs_ms(&crate::cost::active(), big, pbs),
+        light_pbs: 0,
+        light_pbs_ms: 0.0,
     }
 }
 
@@ -515,6 +740,14 @@ pub fn check(needs: &Needs, params: &FheParams) -> Result<(), FheError> {
             {
                 return bad("the bootstrap's sizes are not ones cml uses".into());
             }
+            if let Some(light) = params.light {
+                if !(1..pbs.pbs_level).contains(&light.level)
+                    || light.base_log == 0
+                    || light.base_log * light.level > 64
+                {
+                    return bad("the light bootstrap key's sizes are not ones cml uses".into());
+                }
+            }
             let (_, var_pbs, var_ks, var_ms) = pbs_variances(pbs);
             for r in &needs.tables {
                 let var = r.fresh * var_fresh + r.bootstrapped * var_pbs + var_ks + var_ms;
@@ -568,6 +801,16 @@ pub fn choose(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
             r.bootstrapped.to_bits(),
         ]);
     }
+    for c in &needs.light {
+        fields.extend([c.pbs as u64, c.tables.len() as u64, c.outputs.len() as u64]);
+        for r in c.tables.iter().chain(&c.outputs) {
+            fields.extend([
+                u64::from(r.bits),
+                r.fresh.to_bits(),
+                r.bootstrapped.to_bits(),
+            ]);
+        }
+    }
     let key: Key = (fields, kind, x.to_bits());
     let cache = CACHE.get_or_init(Default::default);
     if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
@@ -578,6 +821,53 @@ pub fn choose(needs: &Needs, target: PFail) -> Result<FheParams, FheError> {
         c.insert(key, chosen);
     }
     Ok(chosen)
+}
+
+/// Adds a light bootstrap key ([`LightPbs`]) to chosen parameters where it
+/// saves the most estimated time: the best base for each level count below
+/// the main key's, and the lookups [`light_fits`] allows.
+fn choose_light(params: &mut FheParams, needs: &Needs, model: &CostModel) {
+    let Some(pbs) = params.pbs else { return };
+    let big = pbs.glwe_dimension * pbs.polynomial_size;
+    let main_ms = pbs_ms(model, big, &pbs);
+    let options = best_bases(1..=pbs.pbs_level.saturating_sub(1), |b, l| {
+        noise::pbs_variance(
+            pbs.lwe_dimension,
+            pbs.glwe_dimension,
+            pbs.polynomial_size,
+            b,
+            l,
+        )
+    });
+    let mut best: Option<(f64, LightPbs, usize)> = None;
+    for (base_log, level, _) in options {
+        let light = LightPbs { base_log, level };
+        let count: usize = needs
+            .light
+            .iter()
+            .filter(|c| light_fits(params, needs, c, light))
+            .map(|c| c.pbs)
+            .sum();
+        let cheaper = PbsParams {
+            pbs_base_log: base_log,
+            pbs_level: level,
+            ..pbs
+        };
+        let saving = count as f64 * (main_ms - pbs_ms(model, big, &cheaper));
+        if count > 0 && saving > 0.0 && best.is_none_or(|(s, _, _)| saving > s) {
+            best = Some((saving, light, count));
+        }
+    }
+    if let Some((_, light, count)) = best {
+        params.light = Some(light);
+        params.predicted.light_pbs = count;
+        let cheaper = PbsParams {
+            pbs_base_log: light.base_log,
+            pbs_level: light.level,
+            ..pbs
+        };
+        params.predicted.light_pbs_ms = pbs_ms(&crate::cost::active(), big, &cheaper);
+    }
 }
 
 /// [`choose`] with a given cost model, not memoized (for comparing models;
@@ -614,12 +904,15 @@ pub fn choose_with(needs: &Needs, target: PFail, model: &CostModel) -> Result<Fh
                     input_lwe_dimension: dimension,
                     output_extra_bits: 64,
                     pbs: None,
+                    light: None,
                     target,
                     predicted: Predicted {
                         log2_p_fail_pbs: f64::NEG_INFINITY,
                         log2_p_fail_output: f64::NEG_INFINITY,
                         log2_p_fail_program: f64::NEG_INFINITY,
                         pbs_ms: 0.0,
+                        light_pbs: 0,
+                        light_pbs_ms: 0.0,
                     },
                 };
                 switch_outputs(&mut params, needs, var_fresh, 0.0, z);
@@ -705,6 +998,7 @@ pub fn choose_with(needs: &Needs, target: PFail, model: &CostModel) -> Result<Fh
                                 input_lwe_dimension: big,
                                 output_extra_bits: 64,
                                 pbs: Some(pbs),
+                                light: None,
                                 target,
                                 predicted: predict(needs, &pbs),
                             },
@@ -719,6 +1013,7 @@ pub fn choose_with(needs: &Needs, target: PFail, model: &CostModel) -> Result<Fh
             let pbs = params.pbs.expect("set in the search above");
             let (var_fresh, var_pbs, _, _) = pbs_variances(&pbs);
             switch_outputs(&mut params, needs, var_fresh, var_pbs, z);
+            choose_light(&mut params, needs, model);
             Ok(params)
         }
         None => {
@@ -778,6 +1073,7 @@ mod tests {
             pbs_count: 1,
             output_count: 1,
             inputs: 1,
+            light: Vec::new(),
         }
     }
 
@@ -828,6 +1124,66 @@ mod tests {
         let mut no_pbs = params;
         no_pbs.pbs = None;
         assert!(err(&needs, &no_pbs).contains("no bootstrap"));
+    }
+
+    /// An ensemble in miniature: 1-bit comparisons feed 2-bit leaf indices,
+    /// and 64 leaf values feed one wide sum. The sum needs the quiet main
+    /// key for the leaves; the comparisons, whose outputs only reach narrow
+    /// table inputs, run on the light key.
+    #[test]
+    fn comparisons_run_on_the_light_key_and_leaves_do_not() {
+        use crate::program::{Interval, Op, Program, Table};
+        let mut p = Program::new(vec![Interval::new(0, 7); 65]);
+        let cmp = p.add_table(Table::from_fn("gt3", 0..=7, |x| i64::from(x > 3)));
+        let leaf = p.add_table(Table::from_fn("leaf", 0..=2, |z| 40 * z - 60));
+        let comparisons: Vec<usize> = (0..65)
+            .map(|i| {
+                p.push(Op::Lut {
+                    input: i,
+                    table: cmp,
+                })
+            })
+            .collect();
+        let leaves: Vec<usize> = comparisons
+            .windows(2)
+            .map(|w| {
+                let z = p.push(Op::Linear {
+                    terms: vec![(w[0], 1), (w[1], 1)],
+                    constant: 0,
+                });
+                p.push(Op::Lut {
+                    input: z,
+                    table: leaf,
+                })
+            })
+            .collect();
+        let sum = p.push(Op::Linear {
+            terms: leaves.iter().map(|&l| (l, 1)).collect(),
+            constant: 0,
+        });
+        p.outputs = vec![sum];
+        let analysis = p.analyze().unwrap();
+        let needs = Needs::of(&p, &analysis);
+        let params = choose(&needs, PFail::default()).unwrap();
+        let main = params.pbs.unwrap();
+        let light = params.light.expect("a light key pays here");
+        assert!(light.level < main.pbs_level, "{params:?}");
+        assert_eq!(params.predicted.light_pbs, comparisons.len());
+        assert!(params.predicted.light_pbs_ms < params.predicted.pbs_ms);
+        let on_light = light_lookups(&p, &analysis, &params);
+        assert!(comparisons.iter().all(|&c| on_light[c]));
+        assert!(leaves.iter().all(|&l| !on_light[l]));
+        assert!(check(&needs, &params).is_ok());
+        // A light key as long as the main one is not one cml makes.
+        let mut odd = params;
+        odd.light = Some(LightPbs {
+            base_log: main.pbs_base_log,
+            level: main.pbs_level,
+        });
+        assert!(check(&needs, &odd)
+            .unwrap_err()
+            .to_string()
+            .contains("light bootstrap key"));
     }
 
     #[test]

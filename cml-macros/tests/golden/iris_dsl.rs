@@ -125,6 +125,7 @@ pub mod iris {
             input_lwe_dimension: 1248,
             output_extra_bits: 9,
             pbs: ::core::option::Option::None,
+            light: ::core::option::Option::None,
             target: ::cml_runtime::PFail::PerOp(-40.0),
             predicted: ::cml_runtime::params::Predicted {
                 log2_p_fail_pbs: ::core::primitive::f64::from_bits(
@@ -133,6 +134,8 @@ pub mod iris {
                 log2_p_fail_output: -40.942885325280685,
                 log2_p_fail_program: -39.35792282455953,
                 pbs_ms: 0.0,
+                light_pbs: 0,
+                light_pbs_ms: 0.0,
             },
         },
     };

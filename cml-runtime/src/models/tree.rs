@@ -496,7 +496,7 @@ pub fn lower(
             let needs = Needs::of(&low.program, &analysis);
             match params::choose(&needs, p_fail) {
                 Ok(p) => {
-                    let cost = needs.pbs_count as f64 * p.predicted.pbs_ms;
+                    let cost = p.predicted.pbs_total_ms(needs.pbs_count);
                     let better = best.as_ref().is_none_or(|(c, count, _)| {
                         cost < *c - 1e-9 || (cost <= *c + 1e-9 && needs.pbs_count < *count)
                     });

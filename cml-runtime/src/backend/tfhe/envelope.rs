@@ -14,7 +14,7 @@ use crate::params::FheParams;
 const MAGIC: &[u8; 4] = b"CML\x01";
 
 /// Version of the serialized layout.
-const FORMAT_VERSION: u16 = 1;
+const FORMAT_VERSION: u16 = 2;
 
 /// The error for a payload whose sizes do not match its parameters.
 pub(super) fn conformance(what: &'static str) -> FheError {

@@ -45,7 +45,7 @@ use tfhe::core_crypto::prelude::*;
 
 use crate::encoding::Encoding;
 use crate::error::{FheError, ProgramError};
-use crate::params::{check, FheParams, Needs};
+use crate::params::{check, FheParams, Needs, PbsParams};
 use crate::program::{Analysis, Interval, Program};
 use envelope::{conformance, from_bytes, to_bytes};
 use schedule::Graph;
@@ -92,6 +92,9 @@ pub struct CompressedEvaluationKeys {
     params: FheParams,
     ksk: Option<SeededLweKeyswitchKeyOwned<u64>>,
     bsk: Option<SeededLweBootstrapKeyOwned<u64>>,
+    /// The light bootstrap key ([`crate::params::LightPbs`]), if the
+    /// parameters have one.
+    bsk_light: Option<SeededLweBootstrapKeyOwned<u64>>,
 }
 
 /// The server's evaluation keys: public material only.
@@ -99,6 +102,7 @@ pub struct EvaluationKeys {
     params: FheParams,
     ksk: Option<LweKeyswitchKeyOwned<u64>>,
     bsk: Option<FourierLweBootstrapKeyOwned>,
+    bsk_light: Option<FourierLweBootstrapKeyOwned>,
 }
 
 impl std::fmt::Debug for EvaluationKeys {
@@ -156,7 +160,7 @@ impl ClientKey {
     /// Generates the seeded evaluation keys (the upload form).
     pub fn compressed_evaluation_keys(&self) -> CompressedEvaluationKeys {
         let mut seeder = new_seeder();
-        let (ksk, bsk) = match (&self.keys.small, self.params.pbs) {
+        let (ksk, bsk, bsk_light) = match (&self.keys.small, self.params.pbs) {
             (Some(small), Some(p)) => {
                 let small_std = self.params.small_noise_std().unwrap_or(0.0);
                 let ksk = allocate_and_generate_new_seeded_lwe_keyswitch_key(
@@ -168,23 +172,28 @@ impl ClientKey {
                     native(),
                     seeder.as_mut(),
                 );
-                let bsk = par_allocate_and_generate_new_seeded_lwe_bootstrap_key(
-                    small,
-                    &self.keys.glwe,
-                    DecompositionBaseLog(p.pbs_base_log as usize),
-                    DecompositionLevelCount(p.pbs_level as usize),
-                    gaussian(self.params.input_noise_std()),
-                    native(),
-                    seeder.as_mut(),
-                );
-                (Some(ksk), Some(bsk))
+                let mut bsk = |base_log: u32, level: u32| {
+                    par_allocate_and_generate_new_seeded_lwe_bootstrap_key(
+                        small,
+                        &self.keys.glwe,
+                        DecompositionBaseLog(base_log as usize),
+                        DecompositionLevelCount(level as usize),
+                        gaussian(self.params.input_noise_std()),
+                        native(),
+                        seeder.as_mut(),
+                    )
+                };
+                let main = bsk(p.pbs_base_log, p.pbs_level);
+                let light = self.params.light.map(|l| bsk(l.base_log, l.level));
+                (Some(ksk), Some(main), light)
             }
-            _ => (None, None),
+            _ => (None, None, None),
         };
         CompressedEvaluationKeys {
             params: self.params,
             ksk,
             bsk,
+            bsk_light,
         }
     }
 
@@ -320,7 +329,7 @@ impl CompressedEvaluationKeys {
     /// Expands the seeds and converts the bootstrap key to the Fourier domain.
     pub fn decompress(self) -> EvaluationKeys {
         let ksk = self.ksk.map(|k| k.decompress_into_lwe_keyswitch_key());
-        let bsk = self.bsk.map(|b| {
+        let fourier = |b: SeededLweBootstrapKeyOwned<u64>| {
             let standard = b.par_decompress_into_lwe_bootstrap_key();
             let mut fourier = FourierLweBootstrapKey::new(
                 standard.input_lwe_dimension(),
@@ -331,17 +340,22 @@ impl CompressedEvaluationKeys {
             );
             par_convert_standard_lwe_bootstrap_key_to_fourier(&standard, &mut fourier);
             fourier
-        });
+        };
         EvaluationKeys {
             params: self.params,
             ksk,
-            bsk,
+            bsk: self.bsk.map(fourier),
+            bsk_light: self.bsk_light.map(fourier),
         }
     }
 
     /// Serializes the keys.
     pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
-        to_bytes("evaluation keys", &self.params, &(&self.ksk, &self.bsk))
+        to_bytes(
+            "evaluation keys",
+            &self.params,
+            &(&self.ksk, &self.bsk, &self.bsk_light),
+        )
     }
 
     /// Reads keys written by [`CompressedEvaluationKeys::to_bytes`], checking
@@ -350,34 +364,49 @@ impl CompressedEvaluationKeys {
         type Parts = (
             Option<SeededLweKeyswitchKeyOwned<u64>>,
             Option<SeededLweBootstrapKeyOwned<u64>>,
+            Option<SeededLweBootstrapKeyOwned<u64>>,
         );
-        let (params, (ksk, bsk)): (FheParams, Parts) = from_bytes("evaluation keys", bytes, limit)?;
+        let (params, (ksk, bsk, bsk_light)): (FheParams, Parts) =
+            from_bytes("evaluation keys", bytes, limit)?;
         if params != *expected {
             return Err(FheError::Mismatch(
                 "evaluation keys were generated for other parameters".into(),
             ));
         }
+        let bsk_ok = |b: &SeededLweBootstrapKeyOwned<u64>, p: &PbsParams, base: u32, level: u32| {
+            b.input_lwe_dimension().0 == p.lwe_dimension
+                && b.glwe_size().0 == p.glwe_dimension + 1
+                && b.polynomial_size().0 == p.polynomial_size
+                && b.decomposition_base_log().0 == base as usize
+                && b.decomposition_level_count().0 == level as usize
+                && b.ciphertext_modulus().is_native_modulus()
+        };
         let ok = match (params.pbs, &ksk, &bsk) {
-            (None, None, None) => true,
+            (None, None, None) => params.light.is_none() && bsk_light.is_none(),
             (Some(p), Some(k), Some(b)) => {
                 k.input_key_lwe_dimension().0 == params.input_lwe_dimension
                     && k.output_key_lwe_dimension().0 == p.lwe_dimension
                     && k.decomposition_base_log().0 == p.ks_base_log as usize
                     && k.decomposition_level_count().0 == p.ks_level as usize
                     && k.ciphertext_modulus().is_native_modulus()
-                    && b.input_lwe_dimension().0 == p.lwe_dimension
-                    && b.glwe_size().0 == p.glwe_dimension + 1
-                    && b.polynomial_size().0 == p.polynomial_size
-                    && b.decomposition_base_log().0 == p.pbs_base_log as usize
-                    && b.decomposition_level_count().0 == p.pbs_level as usize
-                    && b.ciphertext_modulus().is_native_modulus()
+                    && bsk_ok(b, &p, p.pbs_base_log, p.pbs_level)
+                    && match (params.light, &bsk_light) {
+                        (None, None) => true,
+                        (Some(l), Some(b)) => bsk_ok(b, &p, l.base_log, l.level),
+                        _ => false,
+                    }
             }
             _ => false,
         };
         if !ok {
             return Err(conformance("evaluation keys"));
         }
-        Ok(Self { params, ksk, bsk })
+        Ok(Self {
+            params,
+            ksk,
+            bsk,
+            bsk_light,
+        })
     }
 }
 
@@ -505,6 +534,11 @@ impl EvaluationKeys {
         if needs.pbs_count > 0 && self.bsk.is_none() {
             return Err(FheError::Mismatch(
                 "the program has table lookups but these keys have no bootstrap key".into(),
+            ));
+        }
+        if self.params.light.is_some() != self.bsk_light.is_some() {
+            return Err(FheError::Mismatch(
+                "these keys' light bootstrap key does not match their parameters".into(),
             ));
         }
         check(&needs, &self.params).map_err(|e| match e {

@@ -24,12 +24,14 @@ impl<'a> PbsContext<'a> {
     /// One table lookup: shift, keyswitch, centered modulus switch, blind
     /// rotation, sample extraction. `(in_bits, out_delta_log)`: the input's
     /// width (the bootstrap's precision) and the output's scale.
+    /// `light`: on the light bootstrap key.
     pub(super) fn lookup(
         &mut self,
         ct: &[u64],
         range: Interval,
         (in_bits, out_delta_log): (u32, u32),
         table: &Table,
+        light: bool,
     ) -> Vec<u64> {
         let mut shifted = ct.to_vec();
         let last = shifted.len() - 1;
@@ -41,7 +43,8 @@ impl<'a> PbsContext<'a> {
                 (v as u64).wrapping_shl(out_delta_log)
             })
             .collect();
-        self.bootstrap(shifted, &entries)
+        let acc = self.rotate(shifted, &entries, light);
+        self.extract(&acc, 0)
     }
 
     /// Exact rounding (`Op::Round`): removes the `bits` low bits of a value of
@@ -78,7 +81,7 @@ impl<'a> PbsContext<'a> {
     /// accumulator holding `entries` (one per message slot, already
     /// encoded), sample extraction.
     fn bootstrap(&mut self, ct: Vec<u64>, entries: &[u64]) -> Vec<u64> {
-        let acc = self.rotate(ct, entries);
+        let acc = self.rotate(ct, entries, false);
         self.extract(&acc, 0)
     }
 
@@ -91,6 +94,7 @@ impl<'a> PbsContext<'a> {
         range: Interval,
         in_bits: u32,
         tables: &[(u32, &Table)],
+        light: bool,
     ) -> Vec<Vec<u64>> {
         let mut shifted = ct.to_vec();
         let last = shifted.len() - 1;
@@ -105,26 +109,27 @@ impl<'a> PbsContext<'a> {
                 entries[f * sub + x] = (v as u64).wrapping_shl(*out_delta_log);
             }
         }
-        let acc = self.rotate(shifted, &entries);
+        let acc = self.rotate(shifted, &entries, light);
         let stride = acc.polynomial_size().0 / k;
         (0..tables.len())
             .map(|f| self.extract(&acc, f * stride))
             .collect()
     }
 
-    /// Keyswitch, centered modulus switch and blind rotation: the rotated
-    /// accumulator.
-    fn rotate(&mut self, ct: Vec<u64>, entries: &[u64]) -> GlweCiphertextOwned<u64> {
+    /// Keyswitch, centered modulus switch and blind rotation (on the light
+    /// bootstrap key if `light`): the rotated accumulator.
+    fn rotate(&mut self, ct: Vec<u64>, entries: &[u64], light: bool) -> GlweCiphertextOwned<u64> {
         let ksk = self
             .keys
             .ksk
             .as_ref()
             .expect("present with a bootstrap key");
-        let bsk = self
-            .keys
-            .bsk
-            .as_ref()
-            .expect("present with a bootstrap key");
+        let bsk = if light {
+            self.keys.bsk_light.as_ref()
+        } else {
+            self.keys.bsk.as_ref()
+        }
+        .expect("checked by the caller");
         let input = LweCiphertext::from_container(ct, native());
         let mut small = LweCiphertext::new(0u64, ksk.output_lwe_size(), native());
         keyswitch_lwe_ciphertext(ksk, &input, &mut small);

@@ -95,6 +95,8 @@ pub(super) struct Graph<'a> {
     values: Vec<OnceLock<Vec<u64>>>,
     /// Scratch spaces, one per thread that has bootstrapped so far.
     contexts: Mutex<Vec<PbsContext<'a>>>,
+    /// Per value: a lookup output computed on the light bootstrap key.
+    light: Vec<bool>,
     bootstraps: AtomicU64,
     busy_nanos: AtomicU64,
 }
@@ -180,6 +182,7 @@ impl<'a> Graph<'a> {
             waiting,
             values: (0..program.n_values()).map(|_| OnceLock::new()).collect(),
             contexts: Mutex::new(Vec::new()),
+            light: crate::params::light_lookups(program, analysis, &keys.params),
             bootstraps: AtomicU64::new(0),
             busy_nanos: AtomicU64::new(0),
         }
@@ -290,7 +293,7 @@ impl<'a> Graph<'a> {
                 let io = (self.encoding.bits[input], self.encoding.log2_delta(out));
                 let range = self.analysis.values[input].range;
                 let table: &Table = &self.program.tables[table];
-                let ct = ctx.lookup(self.value(input), range, io, table);
+                let ct = ctx.lookup(self.value(input), range, io, table, self.light[out]);
                 (vec![(out, ct)], 1)
             }
             Node::Many { input, ref outs } => {
@@ -299,8 +302,10 @@ impl<'a> Graph<'a> {
                     .map(|&(out, t)| (self.encoding.log2_delta(out), &self.program.tables[t]))
                     .collect();
                 let range = self.analysis.values[input].range;
-                let cts =
-                    ctx.lookup_many(self.value(input), range, self.encoding.bits[input], &tables);
+                // A fused group's lookups are one bootstrap: light together.
+                let light = outs.iter().all(|&(out, _)| self.light[out]);
+                let bits = self.encoding.bits[input];
+                let cts = ctx.lookup_many(self.value(input), range, bits, &tables, light);
                 (outs.iter().map(|&(out, _)| out).zip(cts).collect(), 1)
             }
             Node::Round { out, input, bits } => {

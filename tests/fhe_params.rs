@@ -141,19 +141,25 @@ fn observed_failure_rate_matches_prediction() {
     let a = p.analyze().unwrap();
     let params = choose(&Needs::of(&p, &a), PFail::PerOp(-5.0)).unwrap();
     let predicted = params.predicted.log2_p_fail_pbs.exp2();
-    let fhe = FheRunner::new(&p, &params);
-    let runs = 1500;
+    eprintln!(
+        "predicted p_fail 2^{:.2}; params {:?}",
+        params.predicted.log2_p_fail_pbs, params.pbs
+    );
+    assert_failures_as_predicted(&FheRunner::new(&p, &params), 8, 1500, predicted);
+}
+
+/// Runs the identity program `runs` times on inputs `0..values` and checks
+/// the count of wrong results against `predicted` failures per run: never
+/// above the 99.9% Poisson bound, and not below that of a quarter of it.
+fn assert_failures_as_predicted(fhe: &FheRunner, values: i64, runs: u32, predicted: f64) {
     let failures = (0..runs)
         .filter(|&i| {
-            let x = (i % 8) as i64;
+            let x = i64::from(i) % values;
             fhe.eval(&[x]) != vec![x]
         })
         .count() as u32;
-    let expected = predicted * runs as f64;
-    eprintln!(
-        "predicted p_fail 2^{:.2} ({expected:.1} of {runs}), observed {failures}; params {:?}",
-        params.predicted.log2_p_fail_pbs, params.pbs
-    );
+    let expected = predicted * f64::from(runs);
+    eprintln!("expected {expected:.1} failures of {runs}, observed {failures}");
     let (_, hi) = poisson_interval(expected);
     let (lo, _) = poisson_interval(expected / 4.0);
     assert!(
@@ -235,27 +241,9 @@ fn light_key_failure_rate_matches_prediction() {
         threshold(a),
     );
     let predicted = p_first.exp2() + p_second.exp2();
-    let fhe = FheRunner::new(&p, &params);
-    let runs = 1000;
-    let failures = (0..runs)
-        .filter(|&i| {
-            let x = (i % 4) as i64;
-            fhe.eval(&[x]) != vec![x]
-        })
-        .count() as u32;
-    let expected = predicted * runs as f64;
     eprintln!(
-        "light key: predicted 2^{p_first:.2} + 2^{p_second:.2} per run ({expected:.1} of {runs}), observed {failures}; params {:?}, light {:?}",
+        "light key: predicted 2^{p_first:.2} + 2^{p_second:.2} per run; params {:?}, light {:?}",
         params.pbs, params.light
     );
-    let (_, hi) = poisson_interval(expected);
-    let (lo, _) = poisson_interval(expected / 4.0);
-    assert!(
-        failures <= hi,
-        "observed {failures} failures, more than the model allows ({expected:.1} expected, 99.9% bound {hi})"
-    );
-    assert!(
-        failures >= lo,
-        "observed {failures} failures, the model is over 4x pessimistic ({expected:.1} expected)"
-    );
+    assert_failures_as_predicted(&FheRunner::new(&p, &params), 4, 1000, predicted);
 }

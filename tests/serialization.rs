@@ -238,3 +238,92 @@ fn light_bootstrap_keys_round_trip_and_must_match() {
     patched.pbs = chosen.pbs;
     assert!(CompressedEvaluationKeys::from_bytes(&plain, LIMIT, &patched).is_err());
 }
+
+/// A small deterministic generator for the probes below (xorshift64*).
+struct Probe(u64);
+
+impl Probe {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Issue #12's probe, kept as a regression test: 2,000 copies of a valid
+/// encrypted input with 1–8 random bytes replaced (a quarter also
+/// truncated). Whatever `from_bytes` accepts must run to an output or an
+/// error, never a panic. Before seeds were checked, a changed byte in the
+/// seed's generator state (the last ~30 bytes) was accepted and made
+/// `tfhe-csprng` index out of its buffer during `run`.
+#[test]
+fn altered_encrypted_inputs_run_or_error_never_panic() {
+    let p = program();
+    let a = p.analyze().unwrap();
+    let params = choose(&Needs::of(&p, &a), PFail::default()).unwrap();
+    let e = Encoding::of(&p, &a);
+    let client = ClientKey::generate(&params);
+    let server = client.evaluation_keys();
+    let valid = client
+        .encrypt(&[3, 2], e.inputs(&p))
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let mut rng = Probe(0x00C0_FFEE_D00D_F00D);
+    let (mut accepted, mut ran, mut refused_seed) = (0, 0, 0);
+    for copy in 0..2000 {
+        let mut bytes = valid.clone();
+        for _ in 0..1 + rng.below(8) {
+            let i = rng.below(bytes.len());
+            bytes[i] = rng.next() as u8;
+        }
+        if copy % 4 == 0 {
+            bytes.truncate(rng.below(bytes.len()));
+        }
+        match EncryptedInput::from_bytes(&bytes, LIMIT, &params) {
+            Ok(input) => {
+                accepted += 1;
+                if server.run(&p, &input).is_ok() {
+                    ran += 1;
+                }
+            }
+            Err(e) if e.to_string().contains("seed") => refused_seed += 1,
+            Err(_) => {}
+        }
+    }
+    eprintln!("accepted {accepted} of 2000 (ran {ran}), refused for their seed {refused_seed}");
+    assert!(accepted > 0 && refused_seed > 0);
+}
+
+/// Every byte of the seeds at the end of seeded evaluation keys set to 0xFF
+/// or 0x10 in turn: refused, or decompressed and run without a panic.
+#[test]
+fn altered_key_seeds_are_refused_or_expand_safely() {
+    let p = program();
+    let a = p.analyze().unwrap();
+    let params = choose(&Needs::of(&p, &a), PFail::default()).unwrap();
+    let e = Encoding::of(&p, &a);
+    let client = ClientKey::generate(&params);
+    let input = client.encrypt(&[1, 2], e.inputs(&p)).unwrap();
+    let valid = client.compressed_evaluation_keys().to_bytes().unwrap();
+    let mut refused_seed = 0;
+    for offset in valid.len() - 48..valid.len() {
+        for value in [0xFF, 0x10] {
+            let mut bytes = valid.clone();
+            bytes[offset] = value;
+            match CompressedEvaluationKeys::from_bytes(&bytes, LIMIT, &params) {
+                Ok(keys) => {
+                    let _ = keys.decompress().run(&p, &input);
+                }
+                Err(e) if e.to_string().contains("seed") => refused_seed += 1,
+                Err(_) => {}
+            }
+        }
+    }
+    assert!(refused_seed > 0);
+}

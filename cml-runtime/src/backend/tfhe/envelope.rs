@@ -24,6 +24,29 @@ pub(super) fn conformance(what: &'static str) -> FheError {
     }
 }
 
+/// Checks the seed a seeded object (ciphertexts, keys) will be expanded
+/// from. cml writes only plain AES-CTR seeds whose generator starts at the
+/// first table index; anything else is refused before expansion, where
+/// `tfhe-csprng` would index out of its buffer (a byte index past 15) or
+/// derive a key from attacker-sized XOF input. Any 128-bit AES seed is a
+/// valid key, so what passes expands like an honest object.
+pub(super) fn check_seed(
+    what: &'static str,
+    seed: &tfhe::core_crypto::commons::math::random::CompressionSeed,
+) -> Result<(), FheError> {
+    use tfhe_csprng::generators::aes_ctr::TableIndex;
+    use tfhe_csprng::seeders::SeedKind;
+    let why = match (&seed.inner.seed, seed.inner.first_index) {
+        (SeedKind::Ctr(_), TableIndex::FIRST) => return Ok(()),
+        (SeedKind::Ctr(_), _) => "its seed's generator does not start at the first index",
+        _ => "its seed is not a plain AES-CTR seed",
+    };
+    Err(FheError::Deserialize {
+        what,
+        message: format!("{why} (cml never writes such a seed)"),
+    })
+}
+
 #[derive(Serialize)]
 struct EnvelopeRef<'a, T> {
     kind: &'a str,

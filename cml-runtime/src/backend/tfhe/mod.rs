@@ -47,7 +47,7 @@ use crate::encoding::Encoding;
 use crate::error::{FheError, ProgramError};
 use crate::params::{check, FheParams, Needs, PbsParams};
 use crate::program::{Analysis, Interval, Program};
-use envelope::{conformance, from_bytes, to_bytes};
+use envelope::{check_seed, conformance, from_bytes, to_bytes};
 use schedule::Graph;
 pub use schedule::RunStats;
 
@@ -401,6 +401,13 @@ impl CompressedEvaluationKeys {
         if !ok {
             return Err(conformance("evaluation keys"));
         }
+        for seed in ksk
+            .iter()
+            .map(|k| k.compression_seed())
+            .chain(bsk.iter().chain(&bsk_light).map(|b| b.compression_seed()))
+        {
+            check_seed("evaluation keys", &seed)?;
+        }
         Ok(Self {
             params,
             ksk,
@@ -440,6 +447,7 @@ impl EncryptedInput {
         {
             return Err(conformance("encrypted input"));
         }
+        check_seed("encrypted input", &cts.compression_seed())?;
         Ok(Self { params, count, cts })
     }
 

@@ -54,6 +54,11 @@ pub use schedule::RunStats;
 /// Default size limit when reading serialized objects (4 GiB).
 pub const DEFAULT_SIZE_LIMIT: u64 = 4 << 30;
 
+/// Bytes allowed beyond an object's payload in the `max_bytes` bounds: the
+/// envelope's header (kind, version, parameters) and `tfhe`'s framing of
+/// each entity (sizes, seeds, moduli), a few hundred bytes today.
+pub const ENVELOPE_SLACK: u64 = 16 << 10;
+
 fn gaussian(std: f64) -> DynamicDistribution<u64> {
     DynamicDistribution::new_gaussian_from_std_dev(StandardDev(std))
 }
@@ -358,9 +363,27 @@ impl CompressedEvaluationKeys {
         )
     }
 
+    /// The most bytes seeded keys for `params` take serialized: the seeded
+    /// keyswitching key (one body per level of each input coefficient) and
+    /// bootstrap keys (one body polynomial per row and level of each GGSW),
+    /// plus [`ENVELOPE_SLACK`]. [`from_bytes`](Self::from_bytes) refuses
+    /// anything longer before reading it, whatever limit it is given.
+    pub fn max_bytes(params: &FheParams) -> u64 {
+        let payload = params.pbs.map_or(0, |p| {
+            let ksk = params.input_lwe_dimension * p.ks_level as usize;
+            let levels = p.pbs_level + params.light.map_or(0, |l| l.level);
+            let bsk =
+                p.lwe_dimension * (p.glwe_dimension + 1) * levels as usize * p.polynomial_size;
+            (ksk + bsk) as u64 * 8
+        });
+        payload + ENVELOPE_SLACK
+    }
+
     /// Reads keys written by [`CompressedEvaluationKeys::to_bytes`], checking
-    /// that they conform to `expected` parameters.
+    /// that they conform to `expected` parameters. At most
+    /// `min(limit, max_bytes(expected))` bytes are read.
     pub fn from_bytes(bytes: &[u8], limit: u64, expected: &FheParams) -> Result<Self, FheError> {
+        let limit = limit.min(Self::max_bytes(expected));
         type Parts = (
             Option<SeededLweKeyswitchKeyOwned<u64>>,
             Option<SeededLweBootstrapKeyOwned<u64>>,
@@ -433,6 +456,15 @@ impl EncryptedInput {
         to_bytes("encrypted input", &self.params, &(self.count, &self.cts))
     }
 
+    /// The most bytes an encrypted input of `count` values under `params`
+    /// takes serialized (one body polynomial per `N` values, plus
+    /// [`ENVELOPE_SLACK`]): the limit a server that knows its program's input
+    /// count passes to [`from_bytes`](Self::from_bytes).
+    pub fn max_bytes(params: &FheParams, count: usize) -> u64 {
+        let big_n = params.input_polynomial_size.max(1);
+        (count.div_ceil(big_n).max(1) * big_n) as u64 * 8 + ENVELOPE_SLACK
+    }
+
     /// Reads ciphertexts, checking they conform to `expected` parameters.
     pub fn from_bytes(bytes: &[u8], limit: u64, expected: &FheParams) -> Result<Self, FheError> {
         let (params, (count, cts)): (FheParams, (usize, SeededGlweCiphertextListOwned<u64>)) =
@@ -485,6 +517,17 @@ impl EncryptedOutput {
     /// Serializes the ciphertexts.
     pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
         to_bytes("encrypted output", &self.params, &(&self.bits, &self.cts))
+    }
+
+    /// The most bytes encrypted outputs of widths `bits` under `params` take
+    /// serialized (each packed at its switched modulus, with 64 bytes of
+    /// framing, plus [`ENVELOPE_SLACK`]): the limit a client that knows the
+    /// program's outputs passes to [`from_bytes`](Self::from_bytes).
+    pub fn max_bytes(params: &FheParams, bits: &[u32]) -> u64 {
+        bits.iter()
+            .map(|&b| params.output_bytes(b) as u64 + 64)
+            .sum::<u64>()
+            + ENVELOPE_SLACK
     }
 
     /// Reads ciphertexts, checking they conform to `expected` parameters.

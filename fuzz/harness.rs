@@ -15,6 +15,10 @@ use cml::{CompiledModel, Mode, ModelSpec, PFail};
 #[cfg(feature = "fhe")]
 pub use fhe::*;
 
+#[cfg(feature = "fhe")]
+#[path = "../tests/common/small_program.rs"]
+mod small_program;
+
 /// A fuzz target: its name and what it does with its bytes.
 pub type Target = (&'static str, fn(&[u8]));
 
@@ -107,24 +111,16 @@ mod fhe {
     };
     use cml::encoding::Encoding;
     use cml::params::{choose, FheParams, Needs, PFail};
-    use cml::program::{Interval, Op, Program, Table};
+    use cml::program::{Interval, Program};
 
     /// Byte limit for the deserializers without a derived one (keys of the
     /// fixed program are a few MiB).
     const LIMIT: u64 = 64 << 20;
 
-    /// The fixed program of the ciphertext targets: two 2-bit inputs, a sum,
-    /// one table (one bootstrap), two outputs.
+    /// The fixed program of the ciphertext targets (that of the
+    /// serialization tests).
     pub fn program() -> Program {
-        let mut p = Program::new(vec![Interval::new(0, 3), Interval::new(0, 3)]);
-        let s = p.push(Op::Linear {
-            terms: vec![(0, 1), (1, 2)],
-            constant: 0,
-        });
-        let t = p.add_table(Table::from_fn("half", 0..=9, |v| v / 2));
-        let y = p.push(Op::Lut { input: s, table: t });
-        p.outputs = vec![y, s];
-        p
+        super::small_program::small_program()
     }
 
     /// The fixed program, its parameters, encoding and keys (generated once).

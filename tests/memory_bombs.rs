@@ -12,7 +12,9 @@ use cml::backend::tfhe::{
 };
 use cml::encoding::Encoding;
 use cml::params::{choose, Needs, PFail};
-use cml::program::{Interval, Op, Program, Table};
+
+#[path = "common/small_program.rs"]
+mod small_program;
 
 struct Counting;
 
@@ -59,14 +61,7 @@ fn declare_huge(bytes: &[u8], length: u64, huge: u64) -> Vec<u8> {
 
 #[test]
 fn small_files_declaring_huge_objects_are_refused_without_allocating_them() {
-    let mut p = Program::new(vec![Interval::new(0, 3), Interval::new(0, 3)]);
-    let s = p.push(Op::Linear {
-        terms: vec![(0, 1), (1, 2)],
-        constant: 0,
-    });
-    let t = p.add_table(Table::from_fn("half", 0..=9, |v| v / 2));
-    let y = p.push(Op::Lut { input: s, table: t });
-    p.outputs = vec![y, s];
+    let p = small_program::small_program();
     let a = p.analyze().unwrap();
     let params = choose(&Needs::of(&p, &a), PFail::default()).unwrap();
     let e = Encoding::of(&p, &a);

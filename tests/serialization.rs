@@ -10,17 +10,12 @@ use cml::FheError;
 
 const LIMIT: u64 = 1 << 30;
 
+#[path = "common/small_program.rs"]
+mod small_program;
+
 /// A small program with one table lookup, so every key kind is exercised.
 fn program() -> Program {
-    let mut p = Program::new(vec![Interval::new(0, 3), Interval::new(0, 3)]);
-    let s = p.push(Op::Linear {
-        terms: vec![(0, 1), (1, 2)],
-        constant: 0,
-    });
-    let t = p.add_table(Table::from_fn("half", 0..=9, |v| v / 2));
-    let y = p.push(Op::Lut { input: s, table: t });
-    p.outputs = vec![y, s];
-    p
+    small_program::small_program()
 }
 
 #[test]

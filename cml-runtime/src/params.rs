@@ -377,14 +377,26 @@ fn light_fits(params: &FheParams, needs: &Needs, class: &LightClass, light: Ligh
 /// light bootstrap key of `params` (none without one). The rule is
 /// [`LightClass`]'s, so client and server agree without sending it.
 pub fn light_lookups(program: &Program, analysis: &Analysis, params: &FheParams) -> Vec<bool> {
+    let encoding = Encoding::of(program, analysis);
+    let needs = Needs::of(program, analysis);
+    light_lookups_with(program, analysis, &encoding, &needs, params)
+}
+
+/// [`light_lookups`] with the program's encoding and needs already at hand
+/// (the server computes both for every run).
+pub(crate) fn light_lookups_with(
+    program: &Program,
+    analysis: &Analysis,
+    encoding: &Encoding,
+    needs: &Needs,
+    params: &FheParams,
+) -> Vec<bool> {
     let mut light = vec![false; program.n_values()];
     let Some(key) = params.light else {
         return light;
     };
-    let encoding = Encoding::of(program, analysis);
-    let needs = Needs::of(program, analysis);
-    for (values, class) in light_units(program, analysis, &encoding) {
-        if light_fits(params, &needs, &class, key) {
+    for (values, class) in light_units(program, analysis, encoding) {
+        if light_fits(params, needs, &class, key) {
             for v in values {
                 light[v] = true;
             }

@@ -576,8 +576,9 @@ impl EvaluationKeys {
         self.checked_analysis(program).map(|_| ())
     }
 
-    /// [`check_program`](Self::check_program), returning the analysis.
-    fn checked_analysis(&self, program: &Program) -> Result<Analysis, FheError> {
+    /// [`check_program`](Self::check_program), returning the analysis and
+    /// the needs it checked.
+    fn checked_analysis(&self, program: &Program) -> Result<(Analysis, Needs), FheError> {
         let analysis = program
             .analyze()
             .map_err(|e| FheError::Mismatch(e.to_string()))?;
@@ -598,7 +599,7 @@ impl EvaluationKeys {
             )),
             other => other,
         })?;
-        Ok(analysis)
+        Ok((analysis, needs))
     }
 
     /// Runs `program` on encrypted inputs. The server learns nothing of the
@@ -636,9 +637,11 @@ impl EvaluationKeys {
                 .to_string(),
             ));
         }
-        let analysis = self.checked_analysis(program)?;
+        let (analysis, needs) = self.checked_analysis(program)?;
         let encoding = Encoding::of(program, &analysis);
-        let graph = Graph::new(self, program, &analysis, &encoding);
+        let light =
+            crate::params::light_lookups_with(program, &analysis, &encoding, &needs, &self.params);
+        let graph = Graph::new(self, program, &analysis, &encoding, light);
         let (values, stats) = graph.run(input.extract());
         // Only the top bits matter to the client: switch the modulus down and
         // pack (the rounding noise is in the output failure probability).

@@ -102,12 +102,15 @@ pub(super) struct Graph<'a> {
 }
 
 impl<'a> Graph<'a> {
-    /// The graph of `program` (already checked against `keys`).
+    /// The graph of `program` (already checked against `keys`); `light`
+    /// marks the lookups on the light bootstrap key
+    /// ([`crate::params::light_lookups`]).
     pub(super) fn new(
         keys: &'a EvaluationKeys,
         program: &'a Program,
         analysis: &'a Analysis,
         encoding: &'a Encoding,
+        light: Vec<bool>,
     ) -> Self {
         let n_inputs = program.inputs.len();
         let mut nodes = Vec::new();
@@ -182,7 +185,7 @@ impl<'a> Graph<'a> {
             waiting,
             values: (0..program.n_values()).map(|_| OnceLock::new()).collect(),
             contexts: Mutex::new(Vec::new()),
-            light: crate::params::light_lookups(program, analysis, &keys.params),
+            light,
             bootstraps: AtomicU64::new(0),
             busy_nanos: AtomicU64::new(0),
         }

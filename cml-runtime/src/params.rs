@@ -428,10 +428,13 @@ pub struct PbsParams {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Predicted {
     /// Worst table input (one bootstrap); `-inf` without tables.
+    #[serde(with = "log2_probability")]
     pub log2_p_fail_pbs: f64,
     /// Worst output decryption.
+    #[serde(with = "log2_probability")]
     pub log2_p_fail_output: f64,
     /// One whole evaluation (union bound).
+    #[serde(with = "log2_probability")]
     pub log2_p_fail_program: f64,
     /// Estimated cost of one bootstrap (keyswitch included), in milliseconds
     /// on one core, by the cost model in force when the parameters were
@@ -443,6 +446,29 @@ pub struct Predicted {
     /// Estimated cost of one of them, as `pbs_ms`.
     #[serde(default)]
     pub light_pbs_ms: f64,
+}
+
+/// A log2 probability that may be `-inf` (probability 0): binary formats
+/// keep the float as it is; text formats (JSON, which has no infinities)
+/// write `-inf` as `null`.
+mod log2_probability {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            (*v != f64::NEG_INFINITY).then_some(*v).serialize(s)
+        } else {
+            v.serialize(s)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        if d.is_human_readable() {
+            Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NEG_INFINITY))
+        } else {
+            f64::deserialize(d)
+        }
+    }
 }
 
 impl Predicted {

@@ -29,6 +29,7 @@ pub const TARGETS: &[Target] = &[
     ("spec_dsl", spec_dsl),
     ("csv_data", csv_data),
     ("tree_import", tree_import),
+    ("bundle", bundle),
 ];
 
 /// The ciphertext and key targets (feature `fhe`).
@@ -248,6 +249,37 @@ mod fhe {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A client or server bundle (`cml deploy`'s JSON): load and check, then
+/// use what was accepted: quantize a row (zeros, and all missing), decode
+/// the outputs' lowest values; for a server bundle, also run its program
+/// in clear on its inputs' lowest values.
+pub fn bundle(data: &[u8]) {
+    use cml::bundle::{Client, Server};
+    let origin = std::path::Path::new("fuzz.json");
+    let use_client = |client: &Client| {
+        let b = client.bundle();
+        let n = b.encoder.quantizers.len();
+        if n <= 4096 {
+            let _ = client.quantize(&vec![0.0; n]);
+            let _ = client.quantize(&vec![f64::NAN; n]);
+        }
+        let lows: Vec<i64> = b.output_ranges.iter().map(|r| r.lo).collect();
+        let _ = client.decode(&lows);
+    };
+    if let Ok(client) = Client::from_json(data, origin) {
+        use_client(&client);
+    }
+    if let Ok(server) = Server::from_json(data, origin) {
+        let client = Client::from_json(&server.client_bundle().to_json(), origin)
+            .expect("a checked server bundle's client part loads");
+        use_client(&client);
+        let lows: Vec<i64> = server.program().inputs.iter().map(|r| r.lo).collect();
+        if let Ok(out) = server.program().eval_clear(&lows) {
+            let _ = client.decode(&out);
         }
     }
 }

@@ -160,6 +160,18 @@ enum Command {
     /// (post-training quantized on the training CSV).
     #[command(visible_alias = "import-xgboost", visible_alias = "import-onnx")]
     Import(ImportArgs),
+    /// Write a model's deployment bundles: `OUT/client/client.json` for
+    /// clients (encoding, decoding, parameters; no model) and
+    /// `OUT/server/server.json` for servers (the program too).
+    Deploy {
+        /// The spec file (YAML).
+        spec: PathBuf,
+        /// Directory to write the bundles into (created when missing).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        p_fail: PFailArgs,
+    },
     /// Show the integer program, its bit-widths, PBS count and FHE parameters.
     Inspect {
         /// The spec file (YAML).
@@ -210,6 +222,7 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Inspect { spec, p_fail } => inspect(&spec, p_fail.target()),
+        Command::Deploy { spec, out, p_fail } => deploy(&spec, &out, p_fail.target()),
         Command::Import(args) => import(args),
         Command::BenchPbs {
             from,
@@ -684,8 +697,31 @@ fn print_bench(b: &cml::bench::PbsBench, json: bool) {
     }
 }
 
-fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
+/// `cml deploy`: compile the spec and write its bundles.
+fn deploy(spec: &std::path::Path, out: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
     let loaded = cml::ModelSpec::load(spec)?;
+    let train = training_data(&loaded)?;
+    let model = report::compile(&loaded, train.as_ref(), p_fail)?;
+    let bundle = cml::bundle::from_model(&model);
+    cml::bundle::write(&bundle, out)?;
+    println!(
+        "model `{}` ({:?}), model hash {}",
+        model.spec.name, bundle.client.family, bundle.model_hash
+    );
+    for (sub, file) in [
+        ("client", cml::bundle::CLIENT_FILE),
+        ("server", cml::bundle::SERVER_FILE),
+    ] {
+        let path = out.join(sub).join(file);
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        println!("wrote {} ({size} bytes)", path.display());
+    }
+    Ok(())
+}
+
+/// The training data a spec needs to compile: when its input ranges, or a
+/// network's activation ranges, are to be calibrated.
+fn training_data(loaded: &cml::spec::LoadedSpec) -> Result<Option<cml::data::Dataset>, cml::Error> {
     let network = loaded.spec.network();
     let needs_data = loaded.spec.quantization.input_ranges.is_none()
         || network.is_some_and(|n| {
@@ -697,12 +733,18 @@ fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
                     )
             })
         });
-    let train = match loaded.train_path() {
+    Ok(match loaded.train_path() {
         Some(path) if needs_data => {
             Some(cml::data::Dataset::from_csv(&path, loaded.spec.features())?)
         }
         _ => None,
-    };
+    })
+}
+
+fn inspect(spec: &std::path::Path, p_fail: PFail) -> Result<(), cml::Error> {
+    let loaded = cml::ModelSpec::load(spec)?;
+    let network = loaded.spec.network();
+    let train = training_data(&loaded)?;
     let model = report::compile(&loaded, train.as_ref(), p_fail)?;
     if let Some(net) = network {
         let low = cml::models::nn::lower(

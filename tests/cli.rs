@@ -63,6 +63,31 @@ fn inspect_shows_program_and_parameters() {
 }
 
 #[test]
+fn deploy_writes_bundles_that_load() {
+    let dir = std::env::temp_dir().join(format!("cml-cli-deploy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().unwrap();
+    let (ok, stdout, stderr) = cml(&["deploy", "specs/digits_mlp.yaml", "--out", out]);
+    assert!(ok, "{stderr}");
+    let server = cml::bundle::Server::load(dir.join("server")).unwrap();
+    let client = cml::bundle::Client::load(dir.join("client")).unwrap();
+    client.check_server(server.model_hash()).unwrap();
+    assert!(
+        stdout.contains(&format!(
+            "model `digits_mlp` (Network), model hash {}",
+            server.model_hash()
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("client/client.json ("), "{stdout}");
+    // A spec that does not load is an error naming it, and writes nothing.
+    let (ok, _, stderr) = cml(&["deploy", "no/such/spec.yaml", "--out", out]);
+    assert!(!ok && stderr.contains("no/such/spec.yaml"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn bad_input_is_an_error_message_not_a_panic() {
     let dir = std::env::temp_dir().join(format!("cml-cli-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -218,6 +218,11 @@ pub fn generate(
     let max_bits = Literal::u32_unsuffixed(model.analysis.max_bits());
     let pbs_count = usize_lit(model.encoding.pbs_count(&model.program));
     let features = spec.features();
+    let family = match cml_runtime::bundle::Family::of(&spec.model) {
+        cml_runtime::bundle::Family::Linear => quote!(Linear),
+        cml_runtime::bundle::Family::TreeEnsemble => quote!(TreeEnsemble),
+        cml_runtime::bundle::Family::Network => quote!(Network),
+    };
 
     // Program image.
     let inputs = model.program.inputs.iter().map(|r| {
@@ -487,6 +492,20 @@ pub fn generate(
             /// The integer program every mode runs.
             pub fn program() -> &'static ::cml_runtime::program::Program {
                 &#module::runtime().program
+            }
+
+            /// The model's deployment bundles, as `cml deploy` makes them
+            /// from the same spec (the same model hash).
+            pub fn bundle() -> ::cml_runtime::bundle::ServerBundle {
+                #module::runtime().bundle(#spec_name, ::cml_runtime::bundle::Family::#family)
+            }
+
+            /// Writes the client and server bundles into `dir`
+            /// (`client/client.json`, `server/server.json`), for
+            /// [`cml_runtime::bundle::Client::load`] and
+            /// [`cml_runtime::bundle::Server::load`].
+            pub fn write_bundles(dir: impl ::core::convert::AsRef<::std::path::Path>) -> ::core::result::Result<(), ::cml_runtime::bundle::BundleError> {
+                ::cml_runtime::bundle::write(&Self::bundle(), dir)
             }
 
             /// Quantizes one sample into the program's integer inputs

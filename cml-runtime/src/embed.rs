@@ -201,6 +201,19 @@ impl Runtime {
         }
     }
 
+    /// The deployment bundles of this model ([`crate::bundle`]).
+    pub fn bundle(&self, name: &str, family: crate::bundle::Family) -> crate::bundle::ServerBundle {
+        crate::bundle::from_parts(
+            name,
+            family,
+            &self.program,
+            &self.analysis,
+            &self.encoder,
+            &self.decoder,
+            &self.params,
+        )
+    }
+
     /// Quantizes one sample.
     pub fn quantize(&self, x: &[f64]) -> Result<Vec<i64>, DataError> {
         self.encoder.encode(x)

@@ -420,6 +420,9 @@ pub enum Error {
     /// See [`ImportError`].
     #[error(transparent)]
     Import(#[from] ImportError),
+    /// See [`BundleError`](crate::bundle::BundleError).
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
     /// An output file (a spec, a report) could not be written.
     #[error("{}: cannot write: {source}", file.display())]
     Write {

@@ -185,6 +185,20 @@ impl Iris {
     pub fn program() -> &'static ::cml_runtime::program::Program {
         &iris::runtime().program
     }
+    /// The model's deployment bundles, as `cml deploy` makes them
+    /// from the same spec (the same model hash).
+    pub fn bundle() -> ::cml_runtime::bundle::ServerBundle {
+        iris::runtime().bundle("iris", ::cml_runtime::bundle::Family::Linear)
+    }
+    /// Writes the client and server bundles into `dir`
+    /// (`client/client.json`, `server/server.json`), for
+    /// [`cml_runtime::bundle::Client::load`] and
+    /// [`cml_runtime::bundle::Server::load`].
+    pub fn write_bundles(
+        dir: impl ::core::convert::AsRef<::std::path::Path>,
+    ) -> ::core::result::Result<(), ::cml_runtime::bundle::BundleError> {
+        ::cml_runtime::bundle::write(&Self::bundle(), dir)
+    }
     /// Quantizes one sample into the program's integer inputs
     /// (`N_INPUTS`: one per feature, or two digits per feature for
     /// tree ensembles).

@@ -97,6 +97,59 @@ impl Encoder {
         Ok(inputs)
     }
 
+    /// Checks that the encoder can encode any row without overflow or
+    /// panic (what a bundle read from a file must satisfy): quantizers of
+    /// 1–32 bits with a nonzero finite scale and an ordered integer range,
+    /// standardization of the right length with positive finite scales,
+    /// missing-value features in range and increasing, 1–32 low bits.
+    pub fn check(&self) -> Result<(), String> {
+        for (j, q) in self.quantizers.iter().enumerate() {
+            let ok_offset = q.offset == 0 || q.offset == 1i64 << (q.n_bits.max(1) - 1);
+            let ok = (1..=32).contains(&q.n_bits)
+                && q.scale.is_finite()
+                && q.scale != 0.0
+                && ok_offset
+                && q.zero_point.unsigned_abs() <= 1 << 40;
+            if !ok || q.q_min() > q.q_max() {
+                return Err(format!("feature {j}: quantizer {q:?} is not one cml makes"));
+            }
+        }
+        if let Some(b) = self.low_bits {
+            if !(1..=32).contains(&b) {
+                return Err(format!("{b} low bits per feature"));
+            }
+        }
+        if let Some(s) = &self.standardize {
+            let n = self.quantizers.len();
+            if s.mean.len() != n || s.scale.len() != n {
+                return Err(format!(
+                    "standardization of {} and {} values for {n} features",
+                    s.mean.len(),
+                    s.scale.len()
+                ));
+            }
+            if !s.mean.iter().all(|m| m.is_finite())
+                || !s.scale.iter().all(|v| v.is_finite() && *v > 0.0)
+            {
+                return Err(
+                    "standardization with a non-finite mean or a non-positive scale".into(),
+                );
+            }
+        }
+        if !self.missing.windows(2).all(|w| w[0] < w[1])
+            || self
+                .missing
+                .last()
+                .is_some_and(|&j| j >= self.quantizers.len())
+        {
+            return Err(format!(
+                "missing-value features {:?} are not increasing feature indices",
+                self.missing
+            ));
+        }
+        Ok(())
+    }
+
     /// Number of program inputs: the digits of every feature, then the
     /// missing bits.
     pub fn n_inputs(&self) -> usize {

@@ -29,3 +29,8 @@ pub use cml_runtime::*;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The deployment guide's example (docs/deploy.md), compiled as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/deploy.md")]
+pub struct DeployDoctests;

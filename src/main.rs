@@ -194,6 +194,7 @@ fn main() -> ExitCode {
         let source = cml::cost::CostSource::resolve(cli.cost_profile.as_deref());
         if let cml::cost::CostSource::Builtin {
             refused: Some((path, why)),
+            ..
         } = &source
         {
             eprintln!(

@@ -14,7 +14,9 @@
 //! coefficients depend on the CPU (AVX-512 or not, cache sizes): `cml
 //! bench-pbs --calibrate` measures them on the machine it runs on and writes
 //! a [`CostProfile`]; [`install`] makes one the process's model
-//! ([`CostModel::BUILTIN`] otherwise). The choice only ranks parameter sets
+//! ([`CostModel::BUILTIN`] otherwise). Two models are built in, one per
+//! kind of CPU `tfhe`'s FFT distinguishes ([`Builtin`]): with AVX-512 and
+//! without. The choice only ranks parameter sets
 //! that all meet the same failure target at 128-bit security: a profile
 //! changes speed, never correctness or security.
 //!
@@ -71,6 +73,17 @@ impl CostModel {
         product: 20.0e6 / 95.0e6,
         keyswitch: 20.0e6 / 95.0e6,
         fixed: 0.0,
+    };
+
+    /// The built-in model for CPUs without AVX-512: `cml bench-pbs
+    /// --calibrate` on a 2-vCPU AMD EPYC (Zen 3, AVX2), 2026-12-08. There
+    /// the keyswitch, reading its key from memory, costs 2.7 times the
+    /// AVX-512 model's per unit, and every bootstrap a fixed 2.2 ms.
+    pub const BUILTIN_AVX2: CostModel = CostModel {
+        fft: 0.204,
+        product: 0.505,
+        keyswitch: 0.562,
+        fixed: 2.233e6,
     };
 
     /// Blind rotation of `n` steps with GLWE dimension `k`, polynomial size
@@ -226,11 +239,53 @@ pub enum ProfileError {
     Invalid(String),
 }
 
+/// The built-in cost models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    /// [`CostModel::BUILTIN`], measured on an Intel Xeon with AVX-512.
+    Avx512,
+    /// [`CostModel::BUILTIN_AVX2`], measured on an AMD EPYC (Zen 3) without
+    /// AVX-512.
+    Avx2,
+}
+
+impl Builtin {
+    /// The built-in model of the CPU this runs on: [`Builtin::Avx512`] when
+    /// it has AVX-512F (which `tfhe`'s FFT then uses), else
+    /// [`Builtin::Avx2`].
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Builtin::Avx512;
+        }
+        Builtin::Avx2
+    }
+
+    /// Its coefficients.
+    pub fn model(self) -> CostModel {
+        match self {
+            Builtin::Avx512 => CostModel::BUILTIN,
+            Builtin::Avx2 => CostModel::BUILTIN_AVX2,
+        }
+    }
+}
+
+impl std::fmt::Display for Builtin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Builtin::Avx512 => "built-in (calibrated on an AVX-512 Xeon)",
+            Builtin::Avx2 => "built-in for CPUs without AVX-512 (calibrated on a Zen 3 EPYC)",
+        })
+    }
+}
+
 /// Where the process's cost model came from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CostSource {
-    /// The built-in model; `refused` says which profile was refused, and why.
+    /// A built-in model; `refused` says which profile was refused, and why.
     Builtin {
+        /// Which one.
+        model: Builtin,
         /// A profile that was asked for and refused.
         refused: Option<(PathBuf, ProfileError)>,
     },
@@ -247,23 +302,28 @@ impl CostSource {
     /// The model this source gives.
     pub fn model(&self) -> CostModel {
         match self {
-            CostSource::Builtin { .. } => CostModel::BUILTIN,
+            CostSource::Builtin { model, .. } => model.model(),
             CostSource::Profile { profile, .. } => profile.model,
         }
     }
 
     /// Reads the profile at `path` if there is one (else the environment's
-    /// [`PROFILE_ENV`]); a profile that cannot be used gives the built-in
-    /// model, with the reason.
+    /// [`PROFILE_ENV`]); without one, or when it cannot be used (the reason
+    /// is kept), the built-in model of this CPU ([`Builtin::detect`]).
     pub fn resolve(path: Option<&Path>) -> Self {
         let path = path
             .map(Path::to_path_buf)
             .or_else(|| std::env::var_os(PROFILE_ENV).map(PathBuf::from));
+        let model = Builtin::detect();
         match path {
-            None => CostSource::Builtin { refused: None },
+            None => CostSource::Builtin {
+                model,
+                refused: None,
+            },
             Some(path) => match CostProfile::load(&path) {
                 Ok(profile) => CostSource::Profile { path, profile },
                 Err(e) => CostSource::Builtin {
+                    model,
                     refused: Some((path, e)),
                 },
             },
@@ -274,14 +334,16 @@ impl CostSource {
 impl std::fmt::Display for CostSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CostSource::Builtin { refused: None } => {
-                write!(f, "built-in (calibrated on an AVX-512 Xeon)")
-            }
             CostSource::Builtin {
+                model,
+                refused: None,
+            } => write!(f, "{model}"),
+            CostSource::Builtin {
+                model,
                 refused: Some((path, e)),
             } => write!(
                 f,
-                "built-in (calibrated on an AVX-512 Xeon); the profile {} was refused: {e}",
+                "{model}; the profile {} was refused: {e}",
                 path.display()
             ),
             CostSource::Profile { path, profile } => write!(
@@ -304,10 +366,16 @@ pub fn install(source: CostSource) -> Result<(), &'static CostSource> {
     ACTIVE.set(source).map_err(|_| active_source())
 }
 
-/// The process's cost model source (the built-in model unless [`install`]
-/// was called first).
+/// The process's cost model source: the one [`install`]ed first, else
+/// [`CostModel::BUILTIN`] on every machine — so that the library and
+/// `fhe_model!` (which chooses parameters at compile time) choose the same
+/// parameters wherever they run. The `cml` tool installs
+/// [`CostSource::resolve`], which picks the built-in model of its CPU.
 pub fn active_source() -> &'static CostSource {
-    ACTIVE.get_or_init(|| CostSource::Builtin { refused: None })
+    ACTIVE.get_or_init(|| CostSource::Builtin {
+        model: Builtin::Avx512,
+        refused: None,
+    })
 }
 
 /// The process's cost model.
@@ -386,6 +454,12 @@ mod tests {
         let units = 879.0 * (2.0 * 2.0 * 2048.0 * 11.0 + 4.0 * 2048.0) + 2048.0 * 3.0 * 880.0;
         assert!((ms - units * 20.0 / 95.0e6).abs() < 1e-9, "{ms}");
         assert!(m.validate().is_ok());
+        // The model for CPUs without AVX-512 is a valid one, and says so.
+        assert!(CostModel::BUILTIN_AVX2.validate().is_ok());
+        assert_eq!(Builtin::Avx2.model(), CostModel::BUILTIN_AVX2);
+        assert!(Builtin::Avx2.to_string().contains("without AVX-512"));
+        // The library's default does not depend on the CPU.
+        assert_eq!(active(), CostModel::BUILTIN);
     }
 
     #[test]
@@ -413,7 +487,7 @@ mod tests {
     #[test]
     fn a_missing_or_refused_profile_falls_back_to_the_builtin_model() {
         let missing = CostSource::resolve(Some(Path::new("/no/such/profile.json")));
-        assert_eq!(missing.model(), CostModel::BUILTIN);
+        assert_eq!(missing.model(), Builtin::detect().model());
         let text = missing.to_string();
         assert!(
             text.contains("built-in") && text.contains("/no/such/profile.json was refused"),

@@ -30,6 +30,7 @@ pub const TARGETS: &[Target] = &[
     ("csv_data", csv_data),
     ("tree_import", tree_import),
     ("bundle", bundle),
+    ("batch", batch),
 ];
 
 /// The ciphertext and key targets (feature `fhe`).
@@ -281,5 +282,19 @@ pub fn bundle(data: &[u8]) {
         if let Ok(out) = server.program().eval_clear(&lows) {
             let _ = client.decode(&out);
         }
+    }
+}
+
+/// A batch body of `cml serve` (`POST /v1/models/{name}/predict` and its
+/// answer): split under bounds, then every item read; what is accepted
+/// frames back to the same bytes.
+pub fn batch(data: &[u8]) {
+    if let Ok(items) = cml::batch::decode(data, 64, 1 << 20) {
+        let owned: Vec<Vec<u8>> = items.iter().map(|i| i.to_vec()).collect();
+        assert_eq!(
+            cml::batch::encode(&owned),
+            data,
+            "an accepted batch re-encodes to itself"
+        );
     }
 }

@@ -172,6 +172,34 @@ enum Command {
         #[command(flatten)]
         p_fail: PFailArgs,
     },
+    /// Serve models over HTTP: their client bundles, clients' evaluation
+    /// keys (kept in --store across restarts) and encrypted predictions
+    /// (routes in cml-serve/openapi.yaml).
+    #[cfg(feature = "fhe")]
+    Serve {
+        /// A server bundle directory written by `cml deploy` (OUT/server);
+        /// repeat for several models.
+        #[arg(long, required = true)]
+        bundle: Vec<PathBuf>,
+        /// Directory of the key store (created when missing).
+        #[arg(long)]
+        store: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Memory for decompressed evaluation keys, MiB.
+        #[arg(long, default_value_t = 2048)]
+        cache_mib: u64,
+        /// Predict requests computed at once (each uses every core).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Predict requests running or waiting before new ones get 503.
+        #[arg(long, default_value_t = 16)]
+        queue: usize,
+        /// Encrypted inputs per predict request.
+        #[arg(long, default_value_t = 64)]
+        max_batch: usize,
+    },
     /// Show the integer program, its bit-widths, PBS count and FHE parameters.
     Inspect {
         /// The spec file (YAML).
@@ -224,6 +252,32 @@ fn main() -> ExitCode {
         ),
         Command::Inspect { spec, p_fail } => inspect(&spec, p_fail.target()),
         Command::Deploy { spec, out, p_fail } => deploy(&spec, &out, p_fail.target()),
+        #[cfg(feature = "fhe")]
+        Command::Serve {
+            bundle,
+            store,
+            addr,
+            cache_mib,
+            workers,
+            queue,
+            max_batch,
+        } => {
+            let config = cml_serve::http::Config {
+                bundles: bundle,
+                store,
+                cache_bytes: cache_mib << 20,
+                workers,
+                queue,
+                max_batch,
+            };
+            return match serve(config, addr) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Import(args) => import(args),
         Command::BenchPbs {
             from,
@@ -696,6 +750,37 @@ fn print_bench(b: &cml::bench::PbsBench, json: bool) {
             b.runs
         );
     }
+}
+
+/// `cml serve`: load the bundles, open the store, serve until Ctrl-C.
+#[cfg(feature = "fhe")]
+fn serve(
+    config: cml_serve::http::Config,
+    addr: std::net::SocketAddr,
+) -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let app = std::sync::Arc::new(cml_serve::http::App::load(&config)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!(
+            "serving {} on http://{} (keys in {})",
+            app.model_names().join(", "),
+            listener.local_addr()?,
+            config.store.display()
+        );
+        cml_serve::http::serve(app, listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+    })?;
+    Ok(())
 }
 
 /// `cml deploy`: compile the spec and write its bundles.

@@ -88,6 +88,63 @@ fn deploy_writes_bundles_that_load() {
 }
 
 #[test]
+fn serve_answers_over_http_until_interrupted() {
+    use std::io::{BufRead, Read, Write};
+    let dir = std::env::temp_dir().join(format!("cml-cli-serve-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (ok, _, stderr) = cml(&[
+        "deploy",
+        "specs/iris_tree.yaml",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cml"))
+        .args(["serve", "--bundle"])
+        .arg(dir.join("server"))
+        .arg("--store")
+        .arg(dir.join("store"))
+        .args(["--addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("serving iris_tree on http://127.0.0.1:"),
+        "{line}"
+    );
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"name\":\"iris_tree\""), "{answer}");
+    child.kill().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        logs.contains("route=/v1/models") && logs.contains("status=200"),
+        "{logs}"
+    );
+    // Without a bundle it does not start, and says why.
+    let (ok, _, stderr) = cml(&["serve", "--bundle", "/no/such/bundle", "--store", "/tmp/x"]);
+    assert!(!ok && stderr.contains("/no/such/bundle"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn bad_input_is_an_error_message_not_a_panic() {
     let dir = std::env::temp_dir().join(format!("cml-cli-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

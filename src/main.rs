@@ -200,6 +200,30 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         max_batch: usize,
     },
+    /// Predict rows of a CSV file on a `cml serve` server: fetch the model's
+    /// client bundle, encrypt here, let the server compute, decrypt here.
+    /// Keys are kept in --keys (created on first use) and uploaded once.
+    #[cfg(feature = "fhe")]
+    Predict {
+        /// The server, `http://host:port`.
+        #[arg(long)]
+        server: String,
+        /// The model's name on the server.
+        #[arg(long)]
+        model: String,
+        /// CSV with the model's feature columns (other columns are ignored).
+        #[arg(long)]
+        data: PathBuf,
+        /// Directory of this client's keys (one subdirectory per model).
+        #[arg(long, default_value = "cml-keys")]
+        keys: PathBuf,
+        /// Rows per request.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Predict only the first N rows.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
     /// Show the integer program, its bit-widths, PBS count and FHE parameters.
     Inspect {
         /// The spec file (YAML).
@@ -252,6 +276,23 @@ fn main() -> ExitCode {
         ),
         Command::Inspect { spec, p_fail } => inspect(&spec, p_fail.target()),
         Command::Deploy { spec, out, p_fail } => deploy(&spec, &out, p_fail.target()),
+        #[cfg(feature = "fhe")]
+        Command::Predict {
+            server,
+            model,
+            data,
+            keys,
+            batch,
+            limit,
+        } => {
+            return match predict_remote(&server, &model, &data, &keys, batch, limit) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         #[cfg(feature = "fhe")]
         Command::Serve {
             bundle,
@@ -750,6 +791,47 @@ fn print_bench(b: &cml::bench::PbsBench, json: bool) {
             b.runs
         );
     }
+}
+
+/// `cml predict --server`: one JSON line per row (its index and prediction).
+#[cfg(feature = "fhe")]
+fn predict_remote(
+    server: &str,
+    model: &str,
+    data: &std::path::Path,
+    keys: &std::path::Path,
+    batch: usize,
+    limit: Option<usize>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let remote = cml_serve::client::Remote::new(server)?;
+    let client = remote.client(model)?;
+    let bundle = client.bundle();
+    let dataset = cml::data::Dataset::from_csv(data, &bundle.features)?;
+    let dir = keys.join(format!("{model}-{}", &bundle.model_hash[..16]));
+    let ring = cml_serve::client::KeyRing::open_or_create(&dir, &client)?;
+    let rows: Vec<Vec<f64>> = dataset
+        .features
+        .rows()
+        .into_iter()
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|r| r.to_vec())
+        .collect();
+    eprintln!(
+        "{} rows, keys {} in {}",
+        rows.len(),
+        cml_serve::store::KeyId::of(&ring.evaluation_keys),
+        dir.display()
+    );
+    for (start, chunk) in (0..).step_by(batch.max(1)).zip(rows.chunks(batch.max(1))) {
+        let predictions = remote.predict(model, &client, &ring, chunk)?;
+        for (i, p) in predictions.iter().enumerate() {
+            println!(
+                "{}",
+                serde_json::json!({ "row": start + i, "prediction": p })
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `cml serve`: load the bundles, open the store, serve until Ctrl-C.

@@ -271,8 +271,11 @@ fn hostile_bundles_with_valid_hashes_are_refused() {
         let (mut encoder, mut params) = (model.encoder.clone(), model.params);
         edit(&mut encoder, &mut params);
         let b = bundle::from_parts(
-            "iris_tree",
-            bundle::Family::TreeEnsemble,
+            bundle::Identity {
+                name: "iris_tree",
+                family: bundle::Family::TreeEnsemble,
+                features: spec.features(),
+            },
             &model.program,
             &model.analysis,
             &encoder,

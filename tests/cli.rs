@@ -131,6 +131,53 @@ fn serve_answers_over_http_until_interrupted() {
     s.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"name\":\"iris_tree\""), "{answer}");
+    // `cml predict` against it: encrypted here, computed there, equal to
+    // the clear model on the spec's test rows.
+    let server = format!("http://{addr}");
+    let keys = dir.join("keys");
+    let args = [
+        "predict",
+        "--server",
+        &server,
+        "--model",
+        "iris_tree",
+        "--data",
+        "specs/iris_tree.test.csv",
+        "--keys",
+        keys.to_str().unwrap(),
+        "--limit",
+        "3",
+        "--batch",
+        "2",
+    ];
+    let (ok, stdout, stderr) = cml(&args);
+    assert!(ok, "{stderr}");
+    let (loaded, test, _) =
+        cml::report::load(std::path::Path::new("specs/iris_tree.yaml")).unwrap();
+    let model = cml::CompiledModel::compile(&loaded.spec, &Default::default()).unwrap();
+    let clear = model
+        .predict(test.features.slice(ndarray::s![..3, ..]), cml::Mode::Clear)
+        .unwrap();
+    let got: Vec<cml::Prediction> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| serde_json::from_value(v["prediction"].clone()).unwrap())
+        .collect();
+    assert_eq!(got, clear);
+    // A second run finds the keys it uploaded.
+    let (ok, _, stderr2) = cml(&args);
+    assert!(ok, "{stderr2}");
+    let id = |s: &str| {
+        s.split("keys ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(id(&stderr), id(&stderr2));
+
     child.kill().unwrap();
     let output = child.wait_with_output().unwrap();
     let logs = String::from_utf8_lossy(&output.stderr);

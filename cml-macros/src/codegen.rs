@@ -497,7 +497,13 @@ pub fn generate(
             /// The model's deployment bundles, as `cml deploy` makes them
             /// from the same spec (the same model hash).
             pub fn bundle() -> ::cml_runtime::bundle::ServerBundle {
-                #module::runtime().bundle(#spec_name, ::cml_runtime::bundle::Family::#family)
+                let features: ::std::vec::Vec<::std::string::String> =
+                    Self::FEATURES.iter().map(|f| ::std::string::ToString::to_string(f)).collect();
+                #module::runtime().bundle(::cml_runtime::bundle::Identity {
+                    name: #spec_name,
+                    family: ::cml_runtime::bundle::Family::#family,
+                    features: &features,
+                })
             }
 
             /// Writes the client and server bundles into `dir`

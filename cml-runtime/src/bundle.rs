@@ -119,6 +119,8 @@ pub struct ClientBundle {
     pub name: String,
     /// The model's family.
     pub family: Family,
+    /// Feature names, in input order (the columns a client reads).
+    pub features: Vec<String>,
     /// Crypto parameters keys are generated for.
     pub params: FheParams,
     /// What the program asks of the parameters (checked on load).
@@ -214,11 +216,25 @@ pub enum BundleError {
     },
 }
 
+/// What names a model in its bundles.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    /// The model's name.
+    pub name: &'a str,
+    /// Its family.
+    pub family: Family,
+    /// Its feature names, in input order.
+    pub features: &'a [String],
+}
+
 /// The server bundle of a compiled model (which holds its client bundle).
 pub fn from_model(model: &CompiledModel) -> ServerBundle {
     from_parts(
-        &model.spec.name,
-        Family::of(&model.spec.model),
+        Identity {
+            name: &model.spec.name,
+            family: Family::of(&model.spec.model),
+            features: model.spec.features(),
+        },
         &model.program,
         &model.analysis,
         &model.encoder,
@@ -230,8 +246,7 @@ pub fn from_model(model: &CompiledModel) -> ServerBundle {
 /// The server bundle of a model given by its parts (what `fhe_model!` types
 /// hold).
 pub fn from_parts(
-    name: &str,
-    family: Family,
+    id: Identity<'_>,
     program: &Program,
     analysis: &Analysis,
     encoder: &Encoder,
@@ -241,8 +256,9 @@ pub fn from_parts(
     let encoding = Encoding::of(program, analysis);
     let mut client = ClientBundle {
         format: CLIENT_FORMAT.into(),
-        name: name.into(),
-        family,
+        name: id.name.into(),
+        family: id.family,
+        features: id.features.to_vec(),
         params: *params,
         needs: Needs::of(program, analysis),
         encoder: encoder.clone(),
@@ -293,6 +309,7 @@ impl ClientBundle {
         struct Hashed<'a> {
             name: &'a str,
             family: Family,
+            features: &'a [String],
             params: &'a FheParams,
             needs: &'a Needs,
             encoder: &'a Encoder,
@@ -304,6 +321,7 @@ impl ClientBundle {
         let part = serde_json::to_vec(&Hashed {
             name: &self.name,
             family: self.family,
+            features: &self.features,
             params: &self.params,
             needs: &self.needs,
             encoder: &self.encoder,
@@ -356,6 +374,13 @@ impl ClientBundle {
         self.encoder
             .check()
             .map_err(|e| corrupt(format!("its encoder: {e}")))?;
+        if self.features.len() != self.encoder.quantizers.len() {
+            return Err(corrupt(format!(
+                "{} feature names for {} quantized features",
+                self.features.len(),
+                self.encoder.quantizers.len()
+            )));
+        }
         let n_inputs = self.encoder.n_inputs();
         if self.input_bits.len() != n_inputs || self.needs.inputs != n_inputs {
             return Err(corrupt(format!(
@@ -410,8 +435,11 @@ impl ServerBundle {
             .analyze()
             .map_err(|e| corrupt(format!("its program does not analyze: {e}")))?;
         let expected = from_parts(
-            &bundle.client.name,
-            bundle.client.family,
+            Identity {
+                name: &bundle.client.name,
+                family: bundle.client.family,
+                features: &bundle.client.features,
+            },
             &bundle.program,
             &analysis,
             &bundle.client.encoder,

@@ -202,10 +202,9 @@ impl Runtime {
     }
 
     /// The deployment bundles of this model ([`crate::bundle`]).
-    pub fn bundle(&self, name: &str, family: crate::bundle::Family) -> crate::bundle::ServerBundle {
+    pub fn bundle(&self, id: crate::bundle::Identity<'_>) -> crate::bundle::ServerBundle {
         crate::bundle::from_parts(
-            name,
-            family,
+            id,
             &self.program,
             &self.analysis,
             &self.encoder,

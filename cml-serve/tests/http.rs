@@ -299,6 +299,27 @@ fn a_remote_client_predicts_and_keys_survive_a_restart() {
         );
     }
 
+    // The library's client does the same from a URL and a key directory,
+    // and uploads its keys once.
+    let remote = cml_serve::client::Remote::new(&format!("http://{}", server.addr)).unwrap();
+    let client = remote.client("iris_tree").unwrap();
+    let ring_dir = dir.join("ring");
+    let ring = cml_serve::client::KeyRing::open_or_create(&ring_dir, &client).unwrap();
+    let rows_vec: Vec<Vec<f64>> = rows.iter().map(|r| r.to_vec()).collect();
+    assert_eq!(
+        remote
+            .predict("iris_tree", &client, &ring, &rows_vec)
+            .unwrap(),
+        clear
+    );
+    let again = cml_serve::client::KeyRing::open_or_create(&ring_dir, &client).unwrap();
+    assert_eq!(again.evaluation_keys, ring.evaluation_keys);
+    assert!(!remote
+        .ensure_keys("iris_tree", &again.evaluation_keys)
+        .unwrap());
+    let e = remote.client("nope").unwrap_err().to_string();
+    assert!(e.contains("404") && e.contains("no model `nope`"), "{e}");
+
     // A restart: the key is still there, nothing to upload.
     drop(server);
     let server = start(config(bundles, dir.join("store"), 4));

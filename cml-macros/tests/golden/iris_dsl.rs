@@ -188,7 +188,16 @@ impl Iris {
     /// The model's deployment bundles, as `cml deploy` makes them
     /// from the same spec (the same model hash).
     pub fn bundle() -> ::cml_runtime::bundle::ServerBundle {
-        iris::runtime().bundle("iris", ::cml_runtime::bundle::Family::Linear)
+        let features: ::std::vec::Vec<::std::string::String> = Self::FEATURES
+            .iter()
+            .map(|f| ::std::string::ToString::to_string(f))
+            .collect();
+        iris::runtime()
+            .bundle(::cml_runtime::bundle::Identity {
+                name: "iris",
+                family: ::cml_runtime::bundle::Family::Linear,
+                features: &features,
+            })
     }
     /// Writes the client and server bundles into `dir`
     /// (`client/client.json`, `server/server.json`), for

@@ -30,7 +30,7 @@ pub use cml_runtime::*;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-/// The deployment guide's example (docs/deploy.md), compiled as a doc test.
+/// The deployment guide's example (docs/deployment.md), compiled as a doc test.
 #[cfg(doctest)]
-#[doc = include_str!("../docs/deploy.md")]
+#[doc = include_str!("../docs/deployment.md")]
 pub struct DeployDoctests;

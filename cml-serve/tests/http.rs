@@ -117,9 +117,14 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn deploy(spec: &str, dir: &Path) -> CompiledModel {
-    let spec = ModelSpec::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(spec))
+    let mut spec = ModelSpec::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(spec))
         .unwrap()
         .spec;
+    // Networks round exactly here, so that FHE equals clear bit for bit
+    // (approximate rounding may read a neighbouring table entry).
+    if spec.network().is_some() {
+        spec.quantization.rounding = cml_runtime::spec::RoundingMode::Exact;
+    }
     let model = CompiledModel::compile(&spec, &CompileOptions::default()).unwrap();
     bundle::write(&bundle::from_model(&model), dir).unwrap();
     model
@@ -326,6 +331,79 @@ fn a_remote_client_predicts_and_keys_survive_a_restart() {
     let (status, _, _) = request(server.addr, "HEAD", &format!("/v1/keys/{id}"), &[], b"");
     assert_eq!(status, 200);
     assert_eq!(predict(server.addr), clear);
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A linear model and a network through the library's client; an upload
+/// cut off half-way leaves no key behind.
+#[test]
+fn linear_and_network_models_round_trip_and_cut_uploads_leave_nothing() {
+    let dir = scratch("families");
+    let mut bundles = Vec::new();
+    let mut models = Vec::new();
+    for (name, spec) in [
+        ("breast_cancer_logreg", "specs/breast_cancer_logreg.yaml"),
+        ("digits_mlp", "specs/digits_mlp.yaml"),
+    ] {
+        models.push((name, deploy(spec, &dir.join(name))));
+        bundles.push(dir.join(name).join("server"));
+    }
+    let server = start(config(bundles, dir.join("store"), 4));
+    let remote = cml_serve::client::Remote::new(&format!("http://{}/", server.addr)).unwrap();
+    for (name, model) in &models {
+        let client = remote.client(name).unwrap();
+        let test = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../specs")
+            .join(format!("{name}.test.csv"));
+        let data = cml_runtime::data::Dataset::from_csv(&test, &client.bundle().features).unwrap();
+        let rows: Vec<Vec<f64>> = data
+            .features
+            .rows()
+            .into_iter()
+            .take(2)
+            .map(|r| r.to_vec())
+            .collect();
+        let ring =
+            cml_serve::client::KeyRing::open_or_create(&dir.join("ring").join(name), &client)
+                .unwrap();
+        let clear = model
+            .predict(
+                data.features.slice(cml_runtime::ndarray::s![..2, ..]),
+                Mode::Clear,
+            )
+            .unwrap();
+        assert_eq!(
+            remote.predict(name, &client, &ring, &rows).unwrap(),
+            clear,
+            "{name}"
+        );
+    }
+
+    // An upload whose connection drops half-way.
+    let bytes = vec![7u8; 100_000];
+    let id = KeyId::of(&bytes);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    write!(
+        s,
+        "PUT /v1/keys/{id}?model=breast_cancer_logreg HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        bytes.len()
+    )
+    .unwrap();
+    s.write_all(&bytes[..50_000]).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let (status, _, _) = request(server.addr, "HEAD", &format!("/v1/keys/{id}"), &[], b"");
+    assert_eq!(status, 404, "no partial key is visible");
+    assert_eq!(std::fs::read_dir(dir.join("store/tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.join("store/keys")).unwrap().count(),
+        2
+    );
+    // And the server still serves.
+    let (status, _, _) = request(server.addr, "GET", "/health", &[], b"");
+    assert_eq!(status, 200);
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -274,7 +274,23 @@ pub fn bundle(data: &[u8]) {
     if let Ok(client) = Client::from_json(data, origin) {
         use_client(&client);
     }
-    if let Ok(server) = Server::from_json(data, origin) {
+    // The same bytes with their hashes recomputed, so that the checks
+    // behind the hash (encoder, parameters, program) see hostile content
+    // too: a server that hands out bundles is not trusted to be honest.
+    if let Ok(mut b) = serde_json::from_slice::<cml::bundle::ClientBundle>(data) {
+        b.seal();
+        if let Ok(client) = Client::from_json(&b.to_json(), origin) {
+            use_client(&client);
+        }
+    }
+    let resealed = serde_json::from_slice::<cml::bundle::ServerBundle>(data).map(|mut b| {
+        b.seal();
+        b.to_json()
+    });
+    for bytes in [Some(data.to_vec()), resealed.ok()].into_iter().flatten() {
+        let Ok(server) = Server::from_json(&bytes, origin) else {
+            continue;
+        };
         let client = Client::from_json(&server.client_bundle().to_json(), origin)
             .expect("a checked server bundle's client part loads");
         use_client(&client);

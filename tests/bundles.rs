@@ -293,6 +293,8 @@ fn hostile_bundles_with_valid_hashes_are_refused() {
     );
     let e = rebuilt(&|e, _| e.quantizers[0].offset = 1 << 20);
     assert!(e.contains("feature 0: quantizer"), "{e}");
+    let e = rebuilt(&|e, _| e.quantizers[1].n_bits = 200);
+    assert!(e.contains("feature 1: quantizer"), "{e}");
     let e = rebuilt(&|e, _| e.low_bits = Some(63));
     assert!(e.contains("63 low bits"), "{e}");
     let e = rebuilt(&|_, p| p.input_lwe_dimension = 16);

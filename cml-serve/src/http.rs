@@ -244,7 +244,9 @@ impl ApiError {
 
     fn store(e: StoreError) -> Self {
         let status = match &e {
-            StoreError::BadKeyId(_) | StoreError::HashMismatch { .. } => StatusCode::BAD_REQUEST,
+            StoreError::BadKeyId(_) | StoreError::HashMismatch { .. } | StoreError::Upload(_) => {
+                StatusCode::BAD_REQUEST
+            }
             StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             StoreError::OtherModel { .. } => StatusCode::CONFLICT,
             StoreError::Io { .. } | StoreError::Index(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -166,6 +166,10 @@ pub enum StoreError {
         /// The model asked for.
         asked: String,
     },
+    /// The upload's body could not be read to its end (the client went
+    /// away, or sent less than it announced).
+    #[error("the upload stopped before its end: {0}")]
+    Upload(std::io::Error),
     /// The file system failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -360,12 +364,7 @@ impl KeyStore for FileStore {
                 Err(ReceiveError::TooLarge) => {
                     return Err(StoreError::TooLarge { limit: new.limit })
                 }
-                Err(ReceiveError::Read(source)) => {
-                    return Err(StoreError::Io {
-                        path: PathBuf::from("<upload body>"),
-                        source,
-                    })
-                }
+                Err(ReceiveError::Read(e)) => return Err(StoreError::Upload(e)),
                 Err(ReceiveError::Write(source)) => {
                     return Err(StoreError::Io {
                         path: tmp.clone(),
@@ -474,6 +473,18 @@ mod tests {
         dir
     }
 
+    /// A reader whose connection drops.
+    struct Broken;
+
+    impl Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "reset",
+            ))
+        }
+    }
+
     const NEW: NewKey<'static> = NewKey {
         model: "m",
         params_hash: "h",
@@ -556,6 +567,13 @@ mod tests {
             )
             .unwrap_err();
         assert!(matches!(e, StoreError::TooLarge { limit: 100_000 }), "{e}");
+        // A body that breaks off: refused, nothing kept.
+        let mut broken = (&bytes[..1000]).chain(Broken);
+        let e = store
+            .put(&other, &NEW, &mut broken)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the upload stopped before its end"), "{e}");
         assert_eq!(files(&dir, "tmp"), 0);
         assert_eq!(files(&dir, "keys"), 1);
 

@@ -104,11 +104,11 @@ impl Encoder {
     /// missing-value features in range and increasing, 1–32 low bits.
     pub fn check(&self) -> Result<(), String> {
         for (j, q) in self.quantizers.iter().enumerate() {
-            let ok_offset = q.offset == 0 || q.offset == 1i64 << (q.n_bits.max(1) - 1);
+            // The width first: the other checks shift by it.
             let ok = (1..=32).contains(&q.n_bits)
+                && (q.offset == 0 || q.offset == 1i64 << (q.n_bits - 1))
                 && q.scale.is_finite()
                 && q.scale != 0.0
-                && ok_offset
                 && q.zero_point.unsigned_abs() <= 1 << 40;
             if !ok || q.q_min() > q.q_max() {
                 return Err(format!("feature {j}: quantizer {q:?} is not one cml makes"));

@@ -819,7 +819,7 @@ fn predict_remote(
     eprintln!(
         "{} rows, keys {} in {}",
         rows.len(),
-        cml_serve::store::KeyId::of(&ring.evaluation_keys),
+        ring.key_id,
         dir.display()
     );
     for (start, chunk) in (0..).step_by(batch.max(1)).zip(rows.chunks(batch.max(1))) {

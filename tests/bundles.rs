@@ -48,7 +48,7 @@ fn every_bundled_model_round_trips_through_its_bundles() {
     assert!(specs.len() >= 10, "{specs:?}");
     for spec in specs {
         let name = spec.file_stem().unwrap().to_str().unwrap();
-        let dir = scratch(name);
+        let dir = scratch(&format!("all-{name}"));
         let (model, test, client, server) = deployed(spec.to_str().unwrap(), &dir);
         client.check_server(server.model_hash()).unwrap();
         assert_eq!(server.name(), model.spec.name);
@@ -83,7 +83,9 @@ fn every_bundled_model_round_trips_through_its_bundles() {
 /// encrypted inputs and outputs, each read back with limits derived from
 /// the bundle's parameters.
 fn fhe_through_bytes(spec: &str, samples: usize) {
-    let dir = scratch(Path::new(spec).file_stem().unwrap().to_str().unwrap());
+    let stem = Path::new(spec).file_stem().unwrap().to_str().unwrap();
+    // Names of their own: the tests of this file run at the same time.
+    let dir = scratch(&format!("fhe-{stem}"));
     let (model, test, client, server) = deployed(spec, &dir);
     let key = client.keygen();
     let uploaded = key.compressed_evaluation_keys().to_bytes().unwrap();

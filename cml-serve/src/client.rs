@@ -64,6 +64,8 @@ pub enum ClientError {
 /// A connection to one `cml serve`.
 pub struct Remote {
     base: String,
+    /// Key ids this connection has seen on the server (no HEAD again).
+    ensured: std::sync::Mutex<std::collections::HashSet<KeyId>>,
     http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
     runtime: tokio::runtime::Runtime,
 }
@@ -91,6 +93,7 @@ impl Remote {
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
         Ok(Self {
             base,
+            ensured: Default::default(),
             http,
             runtime,
         })
@@ -196,8 +199,36 @@ impl Remote {
     /// Uploads compressed evaluation keys for `model` unless the server
     /// already holds them; true when they were sent.
     pub fn ensure_keys(&self, model: &str, evaluation_keys: &[u8]) -> Result<bool, ClientError> {
-        let id = KeyId::of(evaluation_keys);
-        if self.has_keys(&id)? {
+        self.ensure(model, &KeyId::of(evaluation_keys), evaluation_keys)
+    }
+
+    /// [`Remote::ensure_keys`] with the id known, asking the server once
+    /// per connection.
+    fn ensure(&self, model: &str, id: &KeyId, evaluation_keys: &[u8]) -> Result<bool, ClientError> {
+        let ensured = |s: &Self| {
+            s.ensured
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(id)
+        };
+        if ensured(self) {
+            return Ok(false);
+        }
+        let sent = self.upload_unless_held(model, id, evaluation_keys)?;
+        self.ensured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone());
+        Ok(sent)
+    }
+
+    fn upload_unless_held(
+        &self,
+        model: &str,
+        id: &KeyId,
+        evaluation_keys: &[u8],
+    ) -> Result<bool, ClientError> {
+        if self.has_keys(id)? {
             return Ok(false);
         }
         self.ok(
@@ -218,8 +249,8 @@ impl Remote {
         ring: &KeyRing,
         rows: &[Vec<f64>],
     ) -> Result<Vec<Prediction>, ClientError> {
-        self.ensure_keys(model, &ring.evaluation_keys)?;
-        let id = KeyId::of(&ring.evaluation_keys);
+        self.ensure(model, &ring.key_id, &ring.evaluation_keys)?;
+        let id = &ring.key_id;
         let inputs = rows
             .iter()
             .map(|x| {
@@ -270,12 +301,14 @@ pub struct KeyRing {
     pub key: ClientKey,
     /// The evaluation keys' bytes, as uploaded.
     pub evaluation_keys: Vec<u8>,
+    /// Their id on the server (SHA-256 of the bytes, computed once).
+    pub key_id: KeyId,
 }
 
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyRing")
-            .field("key_id", &KeyId::of(&self.evaluation_keys))
+            .field("key_id", &self.key_id)
             .finish()
     }
 }
@@ -299,6 +332,7 @@ impl KeyRing {
                 let evaluation_keys = std::fs::read(&eval_path).map_err(io(&eval_path))?;
                 return Ok(Self {
                     key,
+                    key_id: KeyId::of(&evaluation_keys),
                     evaluation_keys,
                 });
             }
@@ -320,6 +354,7 @@ impl KeyRing {
         std::fs::write(&eval_path, &evaluation_keys).map_err(io(&eval_path))?;
         Ok(Self {
             key,
+            key_id: KeyId::of(&evaluation_keys),
             evaluation_keys,
         })
     }
